@@ -1,0 +1,15 @@
+"""Harness for the NVMe hot-swap acceptance suite.
+
+Modules, by what they do:
+  config       where the QEMU binary, the guest and the results come from
+  accel        which accelerator really runs a guest here (a probe, not a guess)
+  topology     the PCIe/NVMe devices a test boots with, as QEMU arguments
+  machine      one QEMU process: launch, QMP/HMP, events, teardown by PID
+  guest        the booted Linux guest over SSH: commands and parsed facts
+  guestfacts   parsers for what the guest prints (unit tested on recorded text)
+  klog         kernel-log patterns, named after what they prove
+  capabilities what the QEMU under test can do (series present or not)
+  results      the per-run results directory and per-test artifact folders
+  testcase     HotswapTest, the base class the acceptance tests derive from
+  wait         bounded polling with a message saying what was awaited
+"""

@@ -1,0 +1,83 @@
+"""What the QEMU under test can do, probed once per session on a paused machine (no guest).
+
+Tests that need the series cancel with a reason naming the missing capability and the patch
+that provides it, so a run against stock QEMU reads as "not applicable", never as a failure.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import tempfile
+from pathlib import Path
+
+from . import config
+from .machine import MonitorError, QemuMachine
+
+#: The QMP command our series puts under HMP drive_insert (patches/, QEMU policy: HMP on QMP).
+RECONNECT_QMP_COMMAND = "x-blockdev-reconnect"
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    qemu: str
+    version: str
+    nvme_ns_hotplug: bool
+    nvme_ns_hotplug_detail: str
+    drive_insert_hmp: bool
+    drive_insert_detail: str
+    reconnect_qmp: bool
+
+    def missing(self, need: str) -> str | None:
+        """None if `need` is present, else the reason a test needing it must cancel."""
+        reasons = {
+            "nvme_ns_hotplug": None if self.nvme_ns_hotplug else
+            f"QEMU lacks nvme-ns hotplug ({self.nvme_ns_hotplug_detail}): series patch 'hw/nvme: add namespace hotplug support' not applied",
+            "drive_insert": None if self.drive_insert_hmp else
+            f"QEMU lacks drive_insert ({self.drive_insert_detail}): series patch 'block/monitor: add drive_insert HMP command' not applied",
+            "reconnect_qmp": None if self.reconnect_qmp else
+            f"QEMU lacks QMP {RECONNECT_QMP_COMMAND}: series patch adding the QMP command under drive_insert not applied",
+        }
+        if need not in reasons:
+            raise KeyError(f"unknown capability {need!r}; known: {sorted(reasons)}")
+        return reasons[need]
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def probe(qemu: Path, artifacts: Path) -> Capabilities:
+    """Start QEMU paused (-S) with one controller and try each capability for real."""
+    with tempfile.TemporaryDirectory(prefix="nvme-hotswap-probe-") as tmp:
+        disk = Path(tmp, "probe.img")
+        disk.write_bytes(b"\0" * (1 << 20))
+        vm = QemuMachine(qemu, [
+            "-machine", "q35,accel=tcg", "-S", "-nodefaults", "-display", "none", "-no-user-config",
+            *[a for d in config.firmware_dirs() for a in ("-L", str(d))],
+            "-device", "pcie-root-port,id=rp0,chassis=1",
+            "-device", "nvme,id=nvme0,serial=PROBE0,bus=rp0",
+            "-drive", f"if=none,id=drv0,file={disk},format=raw",
+        ], artifacts, name="capability-probe")
+        vm.launch()
+        try:
+            version = vm.qmp("query-version")["qemu"]
+            version_text = f"{version['major']}.{version['minor']}.{version['micro']}"
+            try:
+                vm.qmp("device_add", driver="nvme-ns", id="ns0", drive="drv0", bus="nvme0", nsid=1)
+                ns_ok, ns_detail = True, "device_add nvme-ns accepted on a running controller"
+            except MonitorError as exc:
+                ns_ok, ns_detail = False, str(exc).removeprefix("QMP device_add failed: ")
+            help_text = vm.hmp("help drive_insert").strip()
+            di_ok = help_text.startswith("drive_insert")
+            di_detail = "present" if di_ok else (help_text or "unknown command: 'drive_insert'")
+            commands = {c["name"] for c in vm.qmp("query-commands")}
+            return Capabilities(qemu=str(qemu), version=version_text,
+                                nvme_ns_hotplug=ns_ok, nvme_ns_hotplug_detail=ns_detail,
+                                drive_insert_hmp=di_ok, drive_insert_detail=di_detail,
+                                reconnect_qmp=RECONNECT_QMP_COMMAND in commands)
+        finally:
+            vm.shutdown()
+
+
+@functools.cache
+def of_qemu_under_test(artifacts: Path) -> Capabilities:
+    return probe(config.qemu_binary(), artifacts)

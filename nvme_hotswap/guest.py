@@ -1,0 +1,159 @@
+"""The booted Linux guest, over SSH (paramiko): commands with a transcript, and parsed facts.
+
+Connecting follows what the guest's /init promises: it prints SSHD_READY_MARKER on the serial
+console once dropbear listens. We wait for that marker first (slirp accepts TCP before sshd
+listens, which shows up as "Error reading SSH protocol banner"), then connect with bounded
+retries and a short banner timeout.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shlex
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import paramiko
+
+from . import guestfacts
+from .guestfacts import ControllerInfo, KernelLine, NamespaceInfo
+from .wait import WaitTimeout, wait_until
+
+LOG = logging.getLogger("nvme_hotswap.guest")
+SSHD_READY_MARKER = "nvme-hotswap: sshd ready"
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    command: str
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+class GuestCommandError(AssertionError):
+    """A guest command that had to succeed did not; the message carries its output."""
+
+
+class Guest:
+    def __init__(self, port: int, key_file: Path, transcript: Path, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port
+        self.key = paramiko.Ed25519Key.from_private_key_file(str(key_file))
+        self.transcript = transcript
+        self._client: paramiko.SSHClient | None = None
+
+    # --- connection ------------------------------------------------------------------------
+    @staticmethod
+    def wait_for_console(console_text: Callable[[], str], timeout: float, alive: Callable[[], bool]) -> float:
+        """Wait until the console shows the sshd marker; return the seconds waited."""
+        start = time.monotonic()
+
+        def ready() -> bool:
+            if not alive():
+                raise RuntimeError("QEMU exited before the guest printed "
+                                   f"{SSHD_READY_MARKER!r}; see the console and QEMU stderr logs")
+            return SSHD_READY_MARKER in console_text()
+
+        wait_until(ready, timeout, f"the guest console to print {SSHD_READY_MARKER!r}", interval=0.05)
+        return time.monotonic() - start
+
+    def connect(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # per-build guest, in memory only
+            try:
+                client.connect(self.host, port=self.port, username="root", pkey=self.key,
+                               timeout=5, banner_timeout=5, auth_timeout=5,
+                               look_for_keys=False, allow_agent=False)
+                self._client = client
+                return
+            except (paramiko.SSHException, OSError, socket.timeout) as exc:
+                last = exc
+                client.close()
+                time.sleep(0.3)
+        raise WaitTimeout(f"could not open SSH to root@{self.host}:{self.port} within {timeout:g} s: {last!r}")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # --- commands --------------------------------------------------------------------------
+    def run(self, command: str, timeout: float = 60.0) -> Result:
+        """Run `command` with /bin/sh in the guest; never raises for a non-zero exit."""
+        assert self._client is not None, "connect() first"
+        start = time.monotonic()
+        try:
+            _, out, err = self._client.exec_command(command, timeout=timeout)
+            stdout = out.read().decode(errors="replace")
+            stderr = err.read().decode(errors="replace")
+            rc = out.channel.recv_exit_status()
+        except socket.timeout as exc:
+            self._log(command, None, "", f"timed out after {timeout:g} s", time.monotonic() - start)
+            raise WaitTimeout(f"guest command did not finish within {timeout:g} s: {command}") from exc
+        self._log(command, rc, stdout, stderr, time.monotonic() - start)
+        return Result(command, rc, stdout, stderr)
+
+    def check(self, command: str, timeout: float = 60.0) -> str:
+        """Run `command`; return its stdout, or fail naming the command and its output."""
+        r = self.run(command, timeout)
+        if not r.ok:
+            raise GuestCommandError(f"guest command failed (exit {r.rc}): {command}\n"
+                                    f"stdout: {r.stdout.strip()}\nstderr: {r.stderr.strip()}")
+        return r.stdout
+
+    def spawn(self, command: str) -> int:
+        """Start `command` in the background (all three streams redirected); return its PID."""
+        out = self.check(f"{command} </dev/null >/dev/null 2>&1 & echo $!")
+        return int(out.strip().splitlines()[-1])
+
+    def hold_open(self, device: str) -> int:
+        """Keep `device` open in a background process, as storage software does; return its PID."""
+        return self.spawn(f"sh -c 'exec 3<{shlex.quote(device)}; exec sleep 100000'")
+
+    def _log(self, command: str, rc: int | None, out: str, err: str, seconds: float) -> None:
+        with open(self.transcript, "a") as f:
+            f.write(f"$ {command}\n# exit {rc} in {seconds:.3f} s\n")
+            if out:
+                f.write(out if out.endswith("\n") else out + "\n")
+            if err:
+                f.write("# stderr:\n" + (err if err.endswith("\n") else err + "\n"))
+
+    # --- facts -----------------------------------------------------------------------------
+    def controllers(self) -> list[ControllerInfo]:
+        return guestfacts.parse_controllers(self.check(guestfacts.CONTROLLERS_SH))
+
+    def namespaces(self) -> list[NamespaceInfo]:
+        return guestfacts.parse_namespaces(self.check(guestfacts.NAMESPACES_SH))
+
+    def controller_at(self, pci_address: str) -> ControllerInfo | None:
+        return next((c for c in self.controllers() if c.address == pci_address), None)
+
+    def nvme_names(self) -> dict[str, tuple[str, list[str]]]:
+        """PCI address -> (controller name, its block devices): what storage software tracks."""
+        nss = self.namespaces()
+        return {c.address: (c.name, sorted(n.block for n in nss if n.controller == c.name))
+                for c in self.controllers()}
+
+    # --- kernel log ------------------------------------------------------------------------
+    def klog_mark(self) -> str:
+        """Write a unique mark into the guest kernel log; return it for klog_since()."""
+        mark = f"nvme-hotswap: mark {uuid.uuid4().hex[:12]}"
+        self.check(f"echo {shlex.quote(mark)} > /dev/kmsg")
+        return mark
+
+    def klog(self) -> list[KernelLine]:
+        return guestfacts.parse_dmesg(self.check("dmesg"))
+
+    def klog_since(self, mark: str) -> list[KernelLine]:
+        return guestfacts.lines_after_mark(self.klog(), mark)

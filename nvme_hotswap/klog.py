@@ -1,0 +1,56 @@
+"""Guest kernel-log patterns, named after what they prove; accepted on Debian 12 (6.1) and 13 (6.12).
+
+Tests match these, never ad-hoc strings, so a wording change in a kernel is fixed here once.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from .guestfacts import KernelLine
+
+# Boot-time sanity of a PCIe root port: AER service bound, native hotplug (pciehp) on the slot.
+AER_ENABLED = r"pcieport {port}: AER: enabled with IRQ \d+"
+PCIEHP_SLOT = r"pcieport {port}: pciehp: Slot #\d+ .*HotPlug\+"
+
+# The guest saw the Namespace Attribute Changed AEN and rescanned (nvme_scan_work).
+NS_RESCAN = r"nvme {ctrl}: rescanning namespaces\."
+
+# AER recovery of a controller after a Surprise Down error injected at its root port.
+AER_FATAL_RECEIVED = r"pcieport {port}: AER: (Multiple )?Uncorrect(ed|able) \(Fatal\) error (message )?received"
+AER_SDES = r"\[ ?5\] SDES\s+\(First\)"
+NVME_FROZEN = r"nvme {ctrl}: frozen state error detected, reset controller"
+NVME_SLOT_RESET = r"nvme {ctrl}: restart after slot reset"
+LINK_RESET_OK = r"pcieport {port}: AER: Root Port link has been reset \(0\)"
+RECOVERY_OK = r"pcieport {port}: AER: device recovery successful"
+RECOVERY_FAILED = r"pcieport {port}: AER: device recovery failed"
+
+# I/O to a namespace whose backing file was pulled (drive_del).
+IO_ERROR = r"(critical medium error|I/O error|I/O Error).*dev {disk}|{disk}.*(I/O|medium) error"
+
+# Anything here after a test is a kernel bug report: the test fails with the excerpt.
+KERNEL_TROUBLE = re.compile(r"BUG:|WARNING:|Call Trace|Oops|Kernel panic|general protection fault")
+
+
+def pattern(template: str, **names: str) -> re.Pattern[str]:
+    """Fill a template's {placeholders} with escaped names and compile it."""
+    return re.compile(template.format(**{k: re.escape(v) for k, v in names.items()}))
+
+
+def find(lines: Iterable[KernelLine], template: str, **names: str) -> list[KernelLine]:
+    rx = pattern(template, **names)
+    return [line for line in lines if rx.search(line.text)]
+
+
+def trouble(lines: Iterable[KernelLine], context: int = 8) -> list[str]:
+    """Excerpts (the matching line and what follows) of kernel bug reports in `lines`."""
+    lines = list(lines)
+    excerpts = []
+    i = 0
+    while i < len(lines):
+        if KERNEL_TROUBLE.search(lines[i].text):
+            excerpts.append("\n".join(str(l) for l in lines[i:i + context]))
+            i += context
+        else:
+            i += 1
+    return excerpts

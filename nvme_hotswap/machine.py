@@ -1,0 +1,229 @@
+"""One QEMU process: launch, QMP and HMP with a transcript, events, and teardown by PID.
+
+Every process started here is recorded in LIVE until it is reaped, so the test session can
+end stragglers by PID (never by name) and fail the run if any had to be ended that way.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from qemu.qmp import ExecuteError
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from .wait import WaitTimeout
+
+LOG = logging.getLogger("nvme_hotswap.machine")
+
+#: PID -> command line of every QEMU this process started and has not reaped yet.
+LIVE: dict[int, str] = {}
+
+
+class MonitorError(RuntimeError):
+    """QEMU answered a monitor command with an error (QMP `error`, or HMP error text)."""
+
+
+class QemuMachine:
+    """A QEMU started with a QMP socket in a private 0700 directory and a serial console file.
+
+    `artifacts` receives console.log, qemu-stderr.log and monitor.log (timestamped QMP/HMP
+    transcript, events included).
+    """
+
+    def __init__(self, binary: Path, args: Iterable[str], artifacts: Path, name: str = "vm") -> None:
+        self.binary = binary
+        self.args = list(args)
+        self.artifacts = artifacts
+        self.name = name
+        self.console_log = artifacts / f"{name}-console.log"
+        self.stderr_log = artifacts / f"{name}-qemu-stderr.log"
+        self.monitor_log = artifacts / f"{name}-monitor.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._sockdir: str | None = None
+        self._qmp: QEMUMonitorProtocol | None = None
+        self._events: list[dict[str, Any]] = []
+        self._t0 = time.monotonic()
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def launch(self, timeout: float = 30.0) -> None:
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self._sockdir = tempfile.mkdtemp(prefix="nvme-hotswap-qmp-")  # mode 0700
+        sock = os.path.join(self._sockdir, "qmp.sock")
+        self._qmp = QEMUMonitorProtocol(sock, server=True, nickname=self.name)
+        cmdline = [str(self.binary), *self.args,
+                   "-chardev", f"socket,id=qmp0,path={sock}",
+                   "-mon", "chardev=qmp0,mode=control",
+                   "-chardev", f"file,id=serial0,path={self.console_log}",
+                   "-serial", "chardev:serial0"]
+        (self.artifacts / f"{self.name}-cmdline.txt").write_text(" ".join(cmdline) + "\n")
+        self._record("launch", " ".join(cmdline))
+        with open(self.stderr_log, "wb") as err:
+            self.proc = subprocess.Popen(cmdline, stdin=subprocess.DEVNULL, stdout=err,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        LIVE[self.proc.pid] = " ".join(cmdline)
+        LOG.info("%s: QEMU pid %d started", self.name, self.proc.pid)
+        try:
+            self._qmp.accept(timeout=timeout)
+        except Exception as exc:
+            self.shutdown()
+            raise RuntimeError(f"{self.name}: QEMU did not connect to QMP within {timeout:g} s "
+                               f"({exc}); see {self.stderr_log}: {self.stderr_tail()}") from exc
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "launch() first"
+        return self.proc.pid
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def shutdown(self, timeout: float = 10.0) -> int | None:
+        """Quit through QMP, then SIGTERM, then SIGKILL, always by PID; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None and self._qmp is not None:
+            try:
+                self._qmp.settimeout(3.0)
+                self._qmp.cmd_raw("quit")
+            except Exception:  # a dead or wedged monitor must not stop the teardown
+                pass
+        for sig, grace in ((None, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            if sig is not None and self.proc.poll() is None:
+                LOG.warning("%s: QEMU pid %d did not exit, sending %s", self.name, self.proc.pid, sig.name)
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        LIVE.pop(self.proc.pid, None)
+        if self._qmp is not None:
+            try:
+                self._qmp.close()
+            except Exception:
+                pass
+            self._qmp = None
+        if self._sockdir:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
+            self._sockdir = None
+        self._record("exit", f"exit code {self.proc.returncode}")
+        return self.proc.returncode
+
+    # --- monitor ---------------------------------------------------------------------------
+    def qmp(self, command: str, **args: Any) -> Any:
+        """Run a QMP command; return its `return` value or raise MonitorError with QEMU's text."""
+        assert self._qmp is not None, f"{self.name}: not launched"
+        self._record("qmp>", json.dumps({"execute": command, "arguments": args}) if args else command)
+        self._qmp.settimeout(60.0)
+        try:
+            ret = self._qmp.cmd(command, **args)
+        except ExecuteError as exc:
+            self._record("qmp<", f"error: {exc.error.desc}")
+            raise MonitorError(f"QMP {command} failed: {exc.error.desc}") from exc
+        self._record("qmp<", json.dumps(ret))
+        return ret
+
+    def hmp(self, command_line: str) -> str:
+        """Run an HMP command through QMP `human-monitor-command`; return its text output."""
+        self._record("hmp>", command_line)
+        assert self._qmp is not None, f"{self.name}: not launched"
+        self._qmp.settimeout(60.0)
+        try:
+            out = self._qmp.cmd("human-monitor-command", command_line=command_line)
+        except ExecuteError as exc:
+            self._record("hmp<", f"error: {exc.error.desc}")
+            raise MonitorError(f"HMP {command_line!r} failed: {exc.error.desc}") from exc
+        self._record("hmp<", str(out).rstrip())
+        return str(out)
+
+    def hmp_ok(self, command_line: str) -> str:
+        """Run an HMP command that prints nothing on success; raise MonitorError with its text otherwise.
+
+        HMP reports most errors as output text rather than a QMP error, so silence is success.
+        """
+        out = self.hmp(command_line)
+        if out.strip():
+            raise MonitorError(f"HMP {command_line!r}: {out.strip()}")
+        return out
+
+    def event_wait(self, name: str, timeout: float, match: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Wait for QMP event `name` whose `data` contains `match`; consume and return it."""
+        assert self._qmp is not None, f"{self.name}: not launched"
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, ev in enumerate(self._events):
+                if ev.get("event") == name and _matches(ev.get("data", {}), match or {}):
+                    return self._events.pop(i)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(f"{self.name}: waited {timeout:g} s for QMP event {name} "
+                                  f"matching {match}; events seen: {[e.get('event') for e in self._events]}")
+            try:
+                ev = self._qmp.pull_event(wait=min(remaining, 1.0))
+            except TimeoutError:
+                ev = None
+            if ev is not None:
+                self._record("event", json.dumps(ev))
+                self._events.append(ev)
+
+    def usernet_ssh_port(self) -> int:
+        """The host port slirp picked for the guest's port 22 (we ask for port 0: no collisions)."""
+        return parse_usernet_hostfwd(self.hmp("info usernet"), guest_port=22)
+
+    # --- diagnostics -----------------------------------------------------------------------
+    def console_text(self) -> str:
+        try:
+            return self.console_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stderr_tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join(self.stderr_log.read_text(errors="replace").strip().splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def _record(self, kind: str, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S", time.gmtime()) + f" +{time.monotonic() - self._t0:8.3f}s"
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        with open(self.monitor_log, "a") as f:
+            f.write(f"{stamp} {kind:6} {text}\n")
+        LOG.debug("%s %s %s", self.name, kind, text)
+
+
+def _matches(data: dict[str, Any], match: dict[str, Any]) -> bool:
+    return all(data.get(k) == v for k, v in match.items())
+
+
+_HOSTFWD = re.compile(r"TCP\[HOST_FORWARD\]\s+\d+\s+(\S+)\s+(\d+)\s+(\S+)\s+(\d+)")
+
+
+def parse_usernet_hostfwd(info_usernet: str, guest_port: int) -> int:
+    """Host port of the TCP forward to `guest_port` in HMP `info usernet` output."""
+    for m in _HOSTFWD.finditer(info_usernet):
+        if int(m.group(4)) == guest_port:
+            return int(m.group(2))
+    raise ValueError(f"no TCP host forward to guest port {guest_port} in `info usernet`:\n{info_usernet}")
+
+
+def end_strays() -> list[str]:
+    """End every QEMU this process started and did not reap (by PID); return what was ended."""
+    ended = []
+    for pid, cmd in list(LIVE.items()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        LIVE.pop(pid, None)
+        ended.append(f"pid {pid}: {cmd[:200]}")
+    return ended

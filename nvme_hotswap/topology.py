@@ -1,0 +1,129 @@
+"""The PCIe/NVMe devices a test boots with, and what the guest should see of them.
+
+N controllers, each behind its own pcie-root-port (rpN at 00:1N.0 on pcie.0, so the guest
+enumerates nvmeN's controller at bus N+1), each with namespaces backed by raw files whose
+first sector carries a label. Optionally one nvme-subsys per controller (the series author's
+configuration). Ids follow one scheme so tests and transcripts read alike:
+rpN, nvmeN, nsN (first namespace) / nsN_M, drvN / drvN_M, subsysN.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+ROOT_PORT_SLOT_BASE = 0x10
+NIC_SLOT = 0x03
+SECTOR = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class NamespaceSpec:
+    controller: int
+    index: int          # 0-based position under its controller
+    nsid: int
+    image: Path
+    size_bytes: int
+
+    @property
+    def suffix(self) -> str:
+        return f"{self.controller}" if self.index == 0 else f"{self.controller}_{self.index}"
+
+    @property
+    def dev_id(self) -> str:
+        return f"ns{self.suffix}"
+
+    @property
+    def drive_id(self) -> str:
+        return f"drv{self.suffix}"
+
+    @property
+    def label(self) -> bytes:
+        """What the first bytes of a fresh image hold, so the guest can tell disks apart."""
+        return f"nvme-hotswap disk {self.dev_id}\n".encode()
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerSpec:
+    index: int
+    namespaces: tuple[NamespaceSpec, ...]
+    subsys: bool
+
+    @property
+    def dev_id(self) -> str:
+        return f"nvme{self.index}"
+
+    @property
+    def port_id(self) -> str:
+        return f"rp{self.index}"
+
+    @property
+    def subsys_id(self) -> str:
+        return f"subsys{self.index}"
+
+    @property
+    def serial(self) -> str:
+        return f"NVMEHS{self.index:04d}"
+
+    @property
+    def port_pci_address(self) -> str:
+        return f"0000:00:{ROOT_PORT_SLOT_BASE + self.index:02x}.0"
+
+    @property
+    def pci_address(self) -> str:
+        """Where the guest finds this controller: the root ports are the only bridges."""
+        return f"0000:{self.index + 1:02x}:00.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    controllers: tuple[ControllerSpec, ...]
+
+    @classmethod
+    def create(cls, workdir: Path, controllers: int = 3, namespaces_per_controller: int = 1,
+               size_mib: int = 64, subsys: bool = False) -> "Topology":
+        """Lay out the devices and create their labelled, sparse backing files in `workdir`."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        ctrls = []
+        for c in range(controllers):
+            nss = tuple(NamespaceSpec(controller=c, index=n, nsid=n + 1,
+                                      image=workdir / f"disk-nvme{c}n{n + 1}.img",
+                                      size_bytes=size_mib << 20)
+                        for n in range(namespaces_per_controller))
+            for ns in nss:
+                create_image(ns.image, ns.size_bytes, ns.label)
+            ctrls.append(ControllerSpec(index=c, namespaces=nss, subsys=subsys))
+        return cls(tuple(ctrls))
+
+    def controller(self, index: int) -> ControllerSpec:
+        return self.controllers[index]
+
+    def qemu_args(self) -> list[str]:
+        args: list[str] = []
+        for c in self.controllers:
+            args += ["-device", f"pcie-root-port,id={c.port_id},bus=pcie.0,"
+                                f"addr=0x{ROOT_PORT_SLOT_BASE + c.index:x},chassis={c.index + 1},slot={c.index + 1}"]
+            if c.subsys:
+                args += ["-device", f"nvme-subsys,id={c.subsys_id},nqn=nqn.2026-04.org.qemu:{c.subsys_id}"]
+            ctrl = f"nvme,id={c.dev_id},serial={c.serial},bus={c.port_id}"
+            args += ["-device", ctrl + (f",subsys={c.subsys_id}" if c.subsys else "")]
+            for ns in c.namespaces:
+                args += ["-drive", drive_option(ns.drive_id, ns.image)]
+                args += ["-device", namespace_device(ns.dev_id, ns.drive_id, c.dev_id, ns.nsid)]
+        return args
+
+
+def drive_option(drive_id: str, image: Path) -> str:
+    """A -drive / drive_add value for a raw, non-removable backing file (no format probing)."""
+    return f"if=none,id={drive_id},file={image},format=raw"
+
+
+def namespace_device(dev_id: str, drive_id: str, bus: str, nsid: int) -> str:
+    """The nvme-ns device string, for -device and for device_add alike."""
+    return f"nvme-ns,id={dev_id},drive={drive_id},bus={bus},nsid={nsid}"
+
+
+def create_image(path: Path, size_bytes: int, label: bytes) -> None:
+    """A sparse raw image whose first sector starts with `label` (the rest is zeros)."""
+    with open(path, "wb") as f:
+        f.truncate(size_bytes)
+        f.write(label.ljust(SECTOR, b"\0")[:SECTOR])

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Build qemu-system-x86_64 with our series applied, or find it in the cache.
+# The last line printed is the binary's absolute path (scripts rely on it).
+#
+# Source: Debian's source package qemu (pinned below), unpacked with dpkg-source so Debian's
+# own quilt patches apply; or QEMU_SRC=/path/to/a/qemu/git/checkout. The series in
+# PATCHES (a folder with a `series` file; default patches/, or `none`) is applied with git am,
+# so a patch that does not apply fails with its name. The build is cached under
+# $CACHE_ROOT/qemu/<key>, key = hash(source identity, patch contents, configure flags, this script).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(dirname "$here")
+. "$here/lib.sh"
+
+QEMU_DEB_VERSION=${QEMU_DEB_VERSION:-1:10.2.2+ds-1}
+MESON_VERSION=1.9.1
+PYCOTAP_VERSION=1.3.1
+PATCHES=${PATCHES:-$top/patches}
+TARGET=${TARGET:-x86_64-softmmu}
+CONFIGURE_FLAGS=(--target-list="$TARGET" --without-default-features --enable-slirp --enable-kvm
+                 --enable-tcg --enable-fdt=system --disable-install-blobs --disable-docs)
+binary_name=qemu-system-${TARGET%-softmmu}
+
+# --- the series --------------------------------------------------------------------------------
+patch_files=()
+if [ "$PATCHES" != none ]; then
+  [ -f "$PATCHES/series" ] || die "no series file in $PATCHES; set PATCHES=none to build without the series"
+  while read -r p; do
+    p=${p%%#*}; p=$(echo $p)
+    [ -n "$p" ] || continue
+    [ -f "$PATCHES/$p" ] || die "$PATCHES/series names $p, which does not exist"
+    patch_files+=("$PATCHES/$p")
+  done < "$PATCHES/series"
+fi
+
+# --- source identity -----------------------------------------------------------------------------
+if [ -n "${QEMU_SRC:-}" ]; then
+  QEMU_SRC=$(cd "$QEMU_SRC" && pwd) || die "QEMU_SRC=$QEMU_SRC is not a directory"
+  git -C "$QEMU_SRC" rev-parse HEAD >/dev/null 2>&1 || die "QEMU_SRC=$QEMU_SRC must be a git checkout of QEMU"
+  source_id="git:$QEMU_SRC:$(git -C "$QEMU_SRC" rev-parse HEAD):$(git -C "$QEMU_SRC" diff HEAD | sha256_of_stdin)"
+else
+  source_id="debian:qemu=$QEMU_DEB_VERSION"
+fi
+
+key=$( { echo "$source_id"; echo "${CONFIGURE_FLAGS[*]}"; echo "meson=$MESON_VERSION pycotap=$PYCOTAP_VERSION";
+         cat "$0"; for p in "${patch_files[@]}"; do basename "$p"; cat "$p"; done; } | sha256_of_stdin)
+out="$CACHE_ROOT/qemu/$key"
+if [ -x "$out/build/$binary_name" ] && [ -f "$out/DONE" ]; then
+  log "cached build $key ($source_id, ${#patch_files[@]} patches)"
+  echo "$out/build/$binary_name"
+  exit 0
+fi
+
+bash "$here/install-host-deps.sh" >&2
+
+# meson >= 1.5 is needed and Debian's tarball ships no wheels: a build venv kept in the cache.
+buildenv="$CACHE_ROOT/buildenv"
+if ! "$buildenv/bin/meson" --version 2>/dev/null | grep -qx "$MESON_VERSION" || ! "$buildenv/bin/python3" -c "import pycotap" 2>/dev/null; then
+  log "creating build venv with meson $MESON_VERSION in $buildenv"
+  python3 -m venv "$buildenv" >&2
+  "$buildenv/bin/pip" install -q "meson==$MESON_VERSION" "pycotap==$PYCOTAP_VERSION" >&2
+fi
+
+# --- unpack --------------------------------------------------------------------------------------
+start=$(date +%s)
+rm -rf "$out"; mkdir -p "$out"
+if [ -n "${QEMU_SRC:-}" ]; then
+  log "copying $QEMU_SRC (HEAD plus uncommitted changes) to $out/src"
+  git -C "$QEMU_SRC" worktree add --detach "$out/src" HEAD >&2 2>/dev/null \
+    || die "git worktree add from $QEMU_SRC failed"
+  git -C "$QEMU_SRC" diff HEAD | git -C "$out/src" apply --allow-empty >&2
+  git -C "$QEMU_SRC" submodule status >/dev/null 2>&1 || true
+else
+  srcdir="$CACHE_ROOT/src/qemu-$QEMU_DEB_VERSION"
+  if [ ! -f "$srcdir/.unpacked" ]; then
+    uri=$(debian_archive_uri)
+    opts=$(private_apt sid "deb-src $uri sid main")
+    mkdir -p "$srcdir"
+    log "fetching Debian source qemu=$QEMU_DEB_VERSION from $uri"
+    ( cd "$srcdir" && apt-get -q $opts source --download-only "qemu=$QEMU_DEB_VERSION" >download.log 2>&1 ) \
+      || die "Debian source package qemu=$QEMU_DEB_VERSION could not be downloaded (see $srcdir/download.log); the archive may have dropped it: set QEMU_DEB_VERSION to one it lists (apt-cache showsrc qemu) or use QEMU_SRC"
+    rm -rf "$srcdir/tree"
+    ( cd "$srcdir" && dpkg-source -x *.dsc tree >unpack.log 2>&1 ) \
+      || die "dpkg-source -x failed; see $srcdir/unpack.log"
+    touch "$srcdir/.unpacked"
+  fi
+  log "copying pristine tree to $out/src"
+  cp -a "$srcdir/tree" "$out/src"
+  ( cd "$out/src" && git init -q && git add -A && git -c user.name=build -c user.email=build@localhost \
+      commit -q -m "Debian qemu $QEMU_DEB_VERSION" ) >&2
+fi
+
+for p in "${patch_files[@]}"; do
+  log "applying $(basename "$p")"
+  git -C "$out/src" -c user.name=build -c user.email=build@localhost am -q --keep-cr "$p" >&2 \
+    || { git -C "$out/src" am --abort >/dev/null 2>&1 || true; die "patch $(basename "$p") does not apply on $source_id"; }
+done
+
+# --- build ---------------------------------------------------------------------------------------
+mkdir -p "$out/build"
+log "configure ${CONFIGURE_FLAGS[*]} (log: $out/build.log)"
+( cd "$out/build" && ../src/configure --python="$buildenv/bin/python3" \
+    "${CONFIGURE_FLAGS[@]}" ) >"$out/build.log" 2>&1 || { tail -30 "$out/build.log" >&2; die "configure failed; see $out/build.log"; }
+log "ninja $binary_name"
+ninja -C "$out/build" "$binary_name" >>"$out/build.log" 2>&1 || { tail -40 "$out/build.log" >&2; die "build failed; see $out/build.log"; }
+end=$(date +%s)
+{ echo "source=$source_id"; echo "patches=${#patch_files[@]}"; echo "build_seconds=$((end-start))"; } > "$out/DONE"
+for p in "${patch_files[@]}"; do echo "patch=$(basename "$p") sha256=$(sha256sum "$p" | cut -c1-16)"; done >> "$out/DONE"
+log "built in $((end-start)) s"
+echo "$out/build/$binary_name"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install the Debian packages needed to build QEMU and the guest, once.
+# Why a script: a fresh machine has none of them, and CI must get exactly what a developer gets.
+set -euo pipefail
+
+PKGS=(
+  # QEMU build (x86_64-softmmu, slirp, fdt)
+  build-essential pkg-config ninja-build flex bison python3-venv dpkg-dev xz-utils
+  libglib2.0-dev libpixman-1-dev libslirp-dev libfdt-dev zlib1g-dev
+  # firmware the built QEMU loads with -L (the Debian source tarball strips blobs)
+  seabios qemu-system-data ipxe-qemu
+  # guest image assembly
+  cpio gzip zstd
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "host packages: all present"
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: missing Debian packages: ${missing[*]}; run 'sudo $0' or install them" >&2
+  exit 1
+fi
+echo "host packages: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+echo "host packages: installed ${#missing[@]}"

@@ -1,0 +1,42 @@
+# Shared shell helpers for the build scripts. Source it; do not run it.
+# Why: the QEMU build and the guest build both need the cache root and a private apt setup
+# whose archive URI comes from this machine's own apt configuration (never a hard-coded mirror).
+
+CACHE_ROOT=${NVME_HOTSWAP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nvme-hotswap}
+
+log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
+die() { printf '[%s] error: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
+
+# The Debian archive URI this machine's apt already uses (from `apt-cache policy`: the first
+# source whose release is labelled Debian, not the security archive).
+debian_archive_uri() {
+  local uri
+  uri=$(apt-cache policy 2>/dev/null | awk '
+    /^ *[0-9]+ [a-z]+:\/\// { uri = $2; next }
+    /release / && /o=Debian,/ && /l=Debian,/ && !/security/ { if (uri != "") { print uri; exit } }')
+  [ -n "$uri" ] || die "no Debian archive found in this machine's apt configuration (apt-cache policy); run 'apt-get update' or add a Debian source"
+  printf '%s\n' "${uri%/}"
+}
+
+# private_apt NAME LINE... : prepare an apt state dir under the cache whose sources are LINE...
+# and print the apt options that select it. The host's own apt state is not touched.
+private_apt() {
+  local name=$1; shift
+  local root="$CACHE_ROOT/apt/$name"
+  mkdir -p "$root/lists/partial" "$root/cache/archives/partial"
+  printf '%s\n' "$@" > "$root/sources.list.new"
+  if ! cmp -s "$root/sources.list.new" "$root/sources.list" 2>/dev/null || [ -z "$(ls "$root/lists" | grep -v partial)" ]; then
+    mv "$root/sources.list.new" "$root/sources.list"
+    apt-get -q $(private_apt_opts "$root") update >"$root/update.log" 2>&1 \
+      || die "apt-get update for $name failed; see $root/update.log"
+  fi
+  private_apt_opts "$root"
+}
+
+private_apt_opts() {
+  local root=$1
+  printf -- '-o Dir::Etc::SourceList=%s -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=%s -o Dir::Cache=%s -o Debug::NoDropPrivs=1 -o APT::Sandbox::User=root\n' \
+    "$root/sources.list" "$root/lists" "$root/cache"
+}
+
+sha256_of_stdin() { sha256sum | cut -c1-16; }
