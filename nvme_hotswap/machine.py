@@ -127,8 +127,8 @@ class QemuMachine:
         try:
             ret = self._qmp.cmd(command, **args)
         except ExecuteError as exc:
-            self._record("qmp<", f"error: {exc.error.desc}")
-            raise MonitorError(f"QMP {command} failed: {exc.error.desc}") from exc
+            self._record("qmp<", f"error: {exc}")
+            raise MonitorError(f"QMP {command} failed: {exc}") from exc
         self._record("qmp<", json.dumps(ret))
         return ret
 
@@ -138,10 +138,10 @@ class QemuMachine:
         assert self._qmp is not None, f"{self.name}: not launched"
         self._qmp.settimeout(60.0)
         try:
-            out = self._qmp.cmd("human-monitor-command", command_line=command_line)
+            out = self._qmp.cmd("human-monitor-command", **{"command-line": command_line})
         except ExecuteError as exc:
-            self._record("hmp<", f"error: {exc.error.desc}")
-            raise MonitorError(f"HMP {command_line!r} failed: {exc.error.desc}") from exc
+            self._record("hmp<", f"error: {exc}")
+            raise MonitorError(f"HMP {command_line!r} failed: {exc}") from exc
         self._record("hmp<", str(out).rstrip())
         return str(out)
 
@@ -197,7 +197,7 @@ class QemuMachine:
         self.artifacts.mkdir(parents=True, exist_ok=True)
         with open(self.monitor_log, "a") as f:
             f.write(f"{stamp} {kind:6} {text}\n")
-        LOG.debug("%s %s %s", self.name, kind, text)
+        LOG.debug("%s %s %s", self.name, kind, text if len(text) < 400 else text[:400] + " ...")
 
 
 def _matches(data: dict[str, Any], match: dict[str, Any]) -> bool:

@@ -7,24 +7,25 @@ habit) or on a QEMU that died. The VM is always ended by PID, whatever happened.
 """
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import json
 import logging
+import platform
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import avocado
 
 from . import accel, capabilities, config, klog, results, tags
+from .boot import boot_guest, guest_qemu_args
 from .guest import Guest
 from .guestfacts import KernelLine
 from .machine import QemuMachine
 from .topology import ControllerSpec, Topology
 from .wait import wait_until
 
-BOOT_TIMEOUT_S = 180.0     # serial marker; TCG on a loaded 2-core machine
-SSH_TIMEOUT_S = 60.0
-KERNEL_ARGS = "console=ttyS0 panic=-1 quiet"
 
 
 class HotswapTest(avocado.Test):
@@ -43,7 +44,9 @@ class HotswapTest(avocado.Test):
 
     def __init__(self, methodName: str = "test", name: Any = None, params: Any = None,
                  base_logdir: str | None = None, config: Any = None, tags: Any = None) -> None:
-        if base_logdir is None:  # under pytest: the test's folder in this run's results
+        # Under pytest: the test's folder in this run's results. pytest also instantiates the
+        # class as "runTest" while collecting; that instance keeps avocado's own temporary folder.
+        if base_logdir is None and hasattr(type(self), methodName):
             base_logdir = str(results.test_dir(f"{type(self).__module__}.{type(self).__name__}.{methodName}"))
         super().__init__(methodName, name=name, params=params, base_logdir=base_logdir,
                          config=config, tags=tags)
@@ -65,6 +68,7 @@ class HotswapTest(avocado.Test):
                 self.cancel(reason)
         self.accel = accel.choose()
         self.log.info("QEMU %s (%s); accelerator: %s", self.caps.version, self.caps.qemu, self.accel)
+        _record_environment(self.caps, self.accel)
         (self.artifacts / "accelerator.txt").write_text(f"{self.accel}\n")
         self.topology = Topology.create(self.artifacts / "disks", controllers=self.controllers,
                                         namespaces_per_controller=self.namespaces_per_controller,
@@ -96,30 +100,9 @@ class HotswapTest(avocado.Test):
             self.fail("\n".join(problems))
 
     # --- booting ---------------------------------------------------------------------------
-    def qemu_args(self) -> list[str]:
-        guest_dir = config.guest_dir()
-        args = ["-machine", f"q35,accel={self.accel.accel}", "-cpu", "max", "-smp", "2", "-m", "1024",
-                "-nodefaults", "-display", "none", "-no-user-config", "-no-reboot",
-                *[a for d in config.firmware_dirs() for a in ("-L", str(d))],
-                "-kernel", str(guest_dir / "vmlinuz"), "-initrd", str(guest_dir / "initramfs.img"),
-                "-append", f"{KERNEL_ARGS} {self.extra_kernel_args}".strip(),
-                "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
-                "-device", "virtio-net-pci,netdev=net0,romfile=,bus=pcie.0,addr=0x3"]
-        if self.native_pcie_hotplug:
-            # q35's default ACPI PCI hotplug breaks AER recovery (FACTS.md); native PCIe hotplug is
-            # what the series' author had on aarch64 virt.
-            args += ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
-        return args + self.topology.qemu_args()
-
     def boot(self) -> None:
-        start = time.monotonic()
-        self.vm = QemuMachine(config.qemu_binary(), self.qemu_args(), self.artifacts)
-        self.vm.launch()
-        Guest.wait_for_console(self.vm.console_text, BOOT_TIMEOUT_S, self.vm.is_running)
-        self.guest = Guest(self.vm.usernet_ssh_port(), config.guest_dir() / "id_ed25519",
-                           self.artifacts / "ssh.log")
-        self.guest.connect(SSH_TIMEOUT_S)
-        self.boot_seconds = time.monotonic() - start
+        args = guest_qemu_args(self.accel, self.topology, self.native_pcie_hotplug, self.extra_kernel_args)
+        self.vm, self.guest, self.boot_seconds = boot_guest(args, self.artifacts)
         self.log.info("guest up over SSH %.2f s after QEMU started (%s)", self.boot_seconds, self.accel.accel)
 
     # --- verbs shared by the tests ---------------------------------------------------------
@@ -138,3 +121,19 @@ class HotswapTest(avocado.Test):
         assert self.guest is not None
         self.assertEqual(self.guest.nvme_names(), before,
                          "guest NVMe names changed (PCI address -> (controller, disks))")
+
+
+@functools.cache
+def _record_environment(caps: capabilities.Capabilities, choice: accel.AccelChoice) -> None:
+    """Once per run: what was tested on what, for environment.json and the evidence report."""
+    guest_dir = config.guest_dir()
+    manifest = guest_dir / "manifest.json"
+    results.record_environment({
+        "qemu": caps.qemu, "qemu_version": caps.version, "capabilities": caps.as_dict(),
+        "accelerator": choice.accel, "accelerator_reason": choice.reason,
+        "guest_dir": str(guest_dir),
+        "guest": json.loads(manifest.read_text()) if manifest.exists() else None,
+        "host_kernel": platform.release(), "python": platform.python_version(),
+        "packages": {p: importlib.metadata.version(p)
+                     for p in ("avocado-framework", "qemu.qmp", "paramiko", "pytest")},
+    })

@@ -16,15 +16,17 @@ class ControllerRename(HotswapTest):
     """
 
     def unplug_controller(self, index: int) -> None:
+        """device_del the controller, then drop its old drive, which still holds the file's lock."""
         ctrl = self.ctrl(index)
         self.vm.qmp("device_del", id=ctrl.dev_id)
         self.vm.event_wait("DEVICE_DELETED", UNPLUG_TIMEOUT_S, match={"device": ctrl.dev_id})
+        for ns in ctrl.namespaces:
+            self.vm.hmp_ok(f"drive_del {ns.drive_id}")
 
     def plug_replacement_controller(self, index: int) -> str:
         """A new controller with the same serial in the same root port; returns its id.
 
-        The old drive id stays in use after device_del, so the replacement gets a new node name;
-        the legacy drive= form is the only way to give a hotplugged controller a namespace
+        The replacement's drive gets a new node name (the old id may linger); the legacy drive= form is the only way to give a hotplugged controller a namespace
         without the series.
         """
         ctrl = self.ctrl(index)

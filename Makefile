@@ -1,0 +1,65 @@
+# nvme-hotswap-acceptance: build patched QEMU and a Debian guest, run the suite.
+# The two commands a newcomer needs: `make check-acceptance` and `make check` (README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+# QEMU under test: $(QEMU) if given, else our patched build (built on first use, then cached).
+RESOLVE_QEMU = $${QEMU:-$$(bash scripts/build-qemu.sh | tail -n 1)}
+RESOLVE_GUEST = $${GUEST_DIR:-$$(bash images/build-guest.sh | tail -n 1)}
+
+.PHONY: help venv host-deps qemu qemu-unpatched guest check check-unit check-series check-acceptance evidence bench clean
+
+help:
+	@echo "make check-acceptance  build what is missing, run tests/acceptance, write the evidence report"
+	@echo "make check             the project's own tests: unit tests, the series' QEMU tests, acceptance"
+	@echo "make qemu              build (or find) patched QEMU; prints the binary path last"
+	@echo "make qemu-unpatched    the same QEMU without our series (for comparisons)"
+	@echo "make guest             build (or find) the guest; prints its directory last"
+	@echo "make bench             build and boot timings"
+	@echo "variables: QEMU=/path/to/qemu-system-x86_64  QEMU_SRC=/path/to/qemu.git  ACCEL=auto|kvm|tcg  PYTEST_ARGS=..."
+
+host-deps:
+	@bash scripts/install-host-deps.sh
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@bash scripts/install-host-deps.sh
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e .
+	@touch $@
+
+venv: $(VENV)/.installed
+
+qemu:
+	@bash scripts/build-qemu.sh
+
+qemu-unpatched:
+	@PATCHES=none bash scripts/build-qemu.sh
+
+guest:
+	@bash images/build-guest.sh
+
+check-unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+check-series: venv
+	@qemu=$$(bash scripts/build-qemu.sh | tail -n 1) && bash scripts/check-series.sh "$$(dirname "$$qemu")"
+
+check-acceptance: venv
+	@set -o pipefail; qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && \
+	echo "QEMU under test: $$qemu" && echo "guest: $$guest" && \
+	rc=0; QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m pytest tests/acceptance $(PYTEST_ARGS) || rc=$$?; \
+	$(PY) -m nvme_hotswap.evidence || { [ $$rc -ne 0 ] || rc=1; }; exit $$rc
+
+evidence: venv
+	$(PY) -m nvme_hotswap.evidence
+
+check: check-unit check-series check-acceptance
+
+bench: venv
+	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) bench/bench.py
+
+clean:
+	rm -rf $(VENV) results *.egg-info

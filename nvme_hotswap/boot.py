@@ -1,0 +1,54 @@
+"""Boot the test guest: the QEMU command line and the wait until SSH answers.
+
+Used by HotswapTest and by the benchmarks, so both measure and test the same machine.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from . import config
+from .accel import AccelChoice
+from .guest import Guest
+from .machine import QemuMachine
+from .topology import Topology
+
+BOOT_TIMEOUT_S = 180.0     # serial marker; TCG on a loaded 2-core machine
+SSH_TIMEOUT_S = 60.0
+KERNEL_ARGS = "console=ttyS0 panic=-1 quiet"
+
+
+def guest_qemu_args(accel: AccelChoice, topology: Topology, native_pcie_hotplug: bool = True,
+              extra_kernel_args: str = "") -> list[str]:
+    """q35, the guest kernel and initramfs, slirp with SSH forwarded to a free loopback port."""
+    guest_dir = config.guest_dir()
+    args = ["-machine", f"q35,accel={accel.accel}", "-cpu", "max", "-smp", "2", "-m", "1024",
+            "-nodefaults", "-display", "none", "-no-user-config", "-no-reboot",
+            *[a for d in config.firmware_dirs() for a in ("-L", str(d))],
+            "-kernel", str(guest_dir / "vmlinuz"), "-initrd", str(guest_dir / "initramfs.img"),
+            "-append", f"{KERNEL_ARGS} {extra_kernel_args}".strip(),
+            "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
+            "-device", "virtio-net-pci,netdev=net0,romfile=,bus=pcie.0,addr=0x3"]
+    if native_pcie_hotplug:
+        # q35's default ACPI PCI hotplug breaks AER recovery (FACTS.md); native PCIe hotplug is
+        # what the series' author had on aarch64 virt.
+        args += ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
+    return args + topology.qemu_args()
+
+
+def boot_guest(args: list[str], artifacts: Path, name: str = "vm") -> tuple[QemuMachine, Guest, float]:
+    """Launch QEMU, wait for the guest's sshd marker, connect; return (vm, guest, seconds).
+
+    If anything fails the VM is ended before the error propagates.
+    """
+    start = time.monotonic()
+    vm = QemuMachine(config.qemu_binary(), args, artifacts, name=name)
+    vm.launch()
+    try:
+        Guest.wait_for_console(vm.console_text, BOOT_TIMEOUT_S, vm.is_running)
+        guest = Guest(vm.usernet_ssh_port(), config.guest_dir() / "id_ed25519", artifacts / f"{name}-ssh.log")
+        guest.connect(SSH_TIMEOUT_S)
+    except BaseException:
+        vm.shutdown()
+        raise
+    return vm, guest, time.monotonic() - start

@@ -1,0 +1,62 @@
+"""Parsers of guest output, on text recorded from a Debian 12 guest."""
+import unittest
+
+from nvme_hotswap import guestfacts
+
+CONTROLLERS = (
+    "ctrl\tnvme0\t0000:01:00.0\tlive\tNVMEHS0000          \tnqn.2019-08.org.qemu:NVMEHS0000\n"
+    "ctrl\tnvme10\t0000:0b:00.0\tresetting\tNVMEHS0010\t\n"
+    "ctrl\tnvme2\t0000:03:00.0\tlive\tNVMEHS0002\tnqn.2019-08.org.qemu:NVMEHS0002\n"
+)
+NAMESPACES = (
+    "ns\tnvme0\tnvme0c0n1\t1\t131072\n"     # multipath: hidden path node
+    "ns\tnvme2\tnvme2n1\t1\t131072\n"       # nvme_core.multipath=N: the disk itself
+    "ns\tnvme3\tnvme2c3n2\t2\t2048\n"
+)
+DMESG = """[    0.000000] Linux version 6.1.0-44-amd64
+[    1.234567] pcieport 0000:00:10.0: AER: enabled with IRQ 24
+[    5.000001] nvme-hotswap: mark abc
+[    5.100000] nvme nvme2: rescanning namespaces.
+not a kernel line
+"""
+
+
+class ParseControllers(unittest.TestCase):
+    def test_fields_trimmed_and_sorted_naturally(self) -> None:
+        ctrls = guestfacts.parse_controllers(CONTROLLERS)
+        self.assertEqual([c.name for c in ctrls], ["nvme0", "nvme2", "nvme10"])
+        self.assertEqual(ctrls[0].serial, "NVMEHS0000")
+        self.assertEqual(ctrls[2].state, "resetting")
+        self.assertEqual(ctrls[1].address, "0000:03:00.0")
+
+    def test_ignores_other_lines(self) -> None:
+        self.assertEqual(guestfacts.parse_controllers("garbage\nctrl\tshort\n"), [])
+
+
+class ParseNamespaces(unittest.TestCase):
+    def test_multipath_path_nodes_map_to_the_head_disk(self) -> None:
+        nss = guestfacts.parse_namespaces(NAMESPACES)
+        self.assertEqual([(n.block, n.controller, n.nsid, n.size_bytes) for n in nss],
+                         [("nvme0n1", "nvme0", 1, 64 << 20), ("nvme2n1", "nvme2", 1, 64 << 20),
+                          ("nvme2n2", "nvme3", 2, 1 << 20)])
+
+    def test_block_device_of(self) -> None:
+        self.assertEqual(guestfacts.block_device_of("nvme12c3n4"), "nvme12n4")
+        self.assertEqual(guestfacts.block_device_of("nvme1n1"), "nvme1n1")
+
+
+class ParseDmesg(unittest.TestCase):
+    def test_timestamps_and_untimed_lines(self) -> None:
+        lines = guestfacts.parse_dmesg(DMESG)
+        self.assertEqual(lines[1].seconds, 1.234567)
+        self.assertEqual(lines[1].text, "pcieport 0000:00:10.0: AER: enabled with IRQ 24")
+        self.assertIsNone(lines[-1].seconds)
+
+    def test_lines_after_mark(self) -> None:
+        lines = guestfacts.parse_dmesg(DMESG)
+        after = guestfacts.lines_after_mark(lines, "nvme-hotswap: mark abc")
+        self.assertEqual([l.text for l in after], ["nvme nvme2: rescanning namespaces.", "not a kernel line"])
+
+    def test_missing_mark_keeps_everything(self) -> None:
+        lines = guestfacts.parse_dmesg(DMESG)
+        self.assertEqual(guestfacts.lines_after_mark(lines, "nope"), lines)
