@@ -80,9 +80,7 @@ class HotswapTest(avocado.Test):
         try:
             if self.guest is not None:
                 try:
-                    lines = self.guest.klog()
-                    (self.artifacts / "guest-dmesg.log").write_text("\n".join(map(str, lines)) + "\n")
-                    problems += [f"guest kernel log reports trouble:\n{e}" for e in klog.trouble(lines)]
+                    problems += self.guest_kernel_problems()
                 except Exception as exc:  # an unreachable guest is itself worth reporting
                     problems.append(f"could not read the guest kernel log after the test: {exc!r}")
                 self.guest.close()
@@ -98,6 +96,13 @@ class HotswapTest(avocado.Test):
             self._log_handler.close()
         if problems:
             self.fail("\n".join(problems))
+
+    def guest_kernel_problems(self) -> list[str]:
+        """Save the guest kernel log as an artifact; return excerpts of any kernel bug reports."""
+        assert self.guest is not None
+        lines = self.guest.klog()
+        (self.artifacts / "guest-dmesg.log").write_text("\n".join(map(str, lines)) + "\n")
+        return [f"guest kernel log reports trouble:\n{e}" for e in klog.trouble(lines)]
 
     # --- booting ---------------------------------------------------------------------------
     def boot(self) -> None:
