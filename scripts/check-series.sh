@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Check our QEMU series against a build where it is applied.
+# Usage: scripts/check-series.sh BUILD_DIR
+#   BUILD_DIR is the meson build dir of a tree with the series applied, with the source at
+#   BUILD_DIR/../src (the layout scripts/build-qemu.sh makes: $CACHE_ROOT/qemu/<key>/{src,build}).
+# Checks, each with a one-line summary: checkpatch on every patch in patches/series (errors
+# fail, warnings are shown), our qtest nvme-hotplug-test, QEMU's nvme tests (part of qos-test)
+# and test-hmp (which runs every HMP command listed in it, drive_insert included).
+# Only incremental ninja targets are built. Exit status: number of failed checks (0 = pass).
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(dirname "$here")
+. "$here/lib.sh"
+
+[ $# -eq 1 ] || die "usage: $0 BUILD_DIR (a QEMU build dir with the series applied, source in BUILD_DIR/../src)"
+build=$(cd "$1" 2>/dev/null && pwd) || die "build dir $1 does not exist"
+src=$(cd "$build/../src" 2>/dev/null && pwd) || die "no source tree at $build/../src"
+[ -f "$build/build.ninja" ] || die "$build is not a configured meson build dir"
+PATCHES=${PATCHES:-$top/patches}
+[ -f "$PATCHES/series" ] || die "no series file in $PATCHES"
+TARGET_BIN=${TARGET_BIN:-qemu-system-x86_64}
+QTEST_TIMEOUT=${QTEST_TIMEOUT:-300}
+logdir=$(mktemp -d "${TMPDIR:-/tmp}/check-series.XXXXXX")
+
+failed=0
+summary=()
+result() {  # result NAME STATUS DETAIL
+  summary+=("$(printf '%-22s %-4s %s' "$1" "$2" "$3")")
+  printf '[%s] %-22s %-4s %s\n' "$(basename "$0")" "$1" "$2" "$3" >&2
+  [ "$2" = ok ] || failed=$((failed + 1))
+}
+
+# --- checkpatch ----------------------------------------------------------------------------------
+patches=()
+while read -r p; do
+  p=${p%%#*}; p=$(echo $p)
+  [ -n "$p" ] || continue
+  [ -f "$PATCHES/$p" ] || die "$PATCHES/series names $p, which does not exist"
+  patches+=("$PATCHES/$p")
+done < "$PATCHES/series"
+[ ${#patches[@]} -gt 0 ] || die "$PATCHES/series lists no patches"
+
+for p in "${patches[@]}"; do
+  name=$(basename "$p")
+  out="$logdir/checkpatch-$name.log"
+  ( cd "$src" && perl scripts/checkpatch.pl "$p" ) >"$out" 2>&1
+  totals=$(grep -m1 '^total:' "$out" || echo "no total line")
+  errors=$(sed -n 's/^total: \([0-9]*\) errors.*/\1/p' "$out" | head -n 1)
+  # checkpatch's exit status also reflects warnings: judge by the error count
+  if [ -z "$errors" ] || [ "$errors" != 0 ]; then
+    grep -B1 -A3 '^ERROR' "$out" >&2 || tail -n 20 "$out" >&2
+    result "checkpatch" FAIL "$name: $totals"
+  else
+    grep -A3 '^WARNING' "$out" >&2 || true
+    result "checkpatch" ok "$name: $totals"
+  fi
+done
+
+# --- build the test binaries (incremental) -------------------------------------------------------
+qtests=(tests/qtest/nvme-hotplug-test tests/qtest/qos-test tests/qtest/test-hmp)
+if ! nice ninja -C "$build" "$TARGET_BIN" "${qtests[@]}" >"$logdir/ninja.log" 2>&1; then
+  tail -n 40 "$logdir/ninja.log" >&2
+  result "build" FAIL "ninja $TARGET_BIN ${qtests[*]} (log: $logdir/ninja.log)"
+  printf '%s\n' "${summary[@]}"
+  exit "$failed"
+fi
+result "build" ok "$TARGET_BIN and ${#qtests[@]} qtests"
+
+# --- firmware where the build tree looks for it (Debian strips the blobs from its source) --------
+bundle="$build/qemu-bundle/usr/local/share/qemu"
+mkdir -p "$bundle"
+for dir in /usr/share/seabios /usr/share/qemu /usr/lib/ipxe/qemu; do
+  [ -d "$dir" ] || continue
+  for f in "$dir"/*; do
+    [ -e "$bundle/$(basename "$f")" ] || ln -s "$f" "$bundle/"
+  done
+done
+[ -e "$bundle/bios-256k.bin" ] || log "warning: no bios-256k.bin for $bundle (install seabios, qemu-system-data, ipxe-qemu)"
+
+# --- qtests --------------------------------------------------------------------------------------
+export QTEST_QEMU_BINARY="$build/$TARGET_BIN"
+run_qtest() {  # run_qtest NAME BINARY [ARGS...]
+  local name=$1 bin=$2; shift 2
+  local out="$logdir/$name.log" rc npass nfail
+  ( cd "$build" && timeout "$QTEST_TIMEOUT" "$bin" --tap -k "$@" ) >"$out" 2>&1
+  rc=$?
+  npass=$(grep -c '^ok ' "$out")
+  nfail=$(grep -c '^not ok ' "$out")
+  if [ "$rc" -eq 0 ] && [ "$nfail" -eq 0 ] && [ "$npass" -gt 0 ]; then
+    result "$name" ok "$npass passed"
+  else
+    grep -v '^# starting QEMU' "$out" | tail -n 30 >&2
+    result "$name" FAIL "$npass passed, $nfail failed, exit $rc (log: $out)"
+  fi
+}
+
+run_qtest nvme-hotplug-test tests/qtest/nvme-hotplug-test
+
+# QEMU's nvme tests are qos-test nodes: select them by path
+nvme_paths=$(cd "$build" && ./tests/qtest/qos-test -l 2>/dev/null | grep '^/.*/nvme/' || true)
+if [ -z "$nvme_paths" ]; then
+  result "nvme-test (qos-test)" FAIL "qos-test lists no nvme test"
+else
+  args=()
+  while read -r p; do args+=(-p "$p"); done <<< "$nvme_paths"
+  run_qtest "nvme-test (qos-test)" tests/qtest/qos-test "${args[@]}"
+fi
+
+run_qtest test-hmp tests/qtest/test-hmp
+if [ -f "$logdir/test-hmp.log" ] && ! grep -q 'drive_insert' "$src/tests/qtest/test-hmp.c"; then
+  result "test-hmp drive_insert" FAIL "test-hmp.c does not run drive_insert"
+fi
+
+echo "check-series: ${#summary[@]} checks, $failed failed (logs: $logdir)"
+printf '  %s\n' "${summary[@]}"
+[ "$failed" -eq 0 ] && rm -rf "$logdir"
+exit "$failed"
