@@ -57,7 +57,7 @@ def probe_kvm(qemu: Path) -> tuple[bool, str]:
         serial = Path(tmp, "serial.out")
         args = [str(qemu), "-machine", "q35,accel=kvm", "-cpu", "max", "-m", "64", "-nodefaults",
                 "-display", "none", "-no-user-config", "-bios", str(rom),
-                *[a for d in config.firmware_dirs() for a in ("-L", str(d))],
+                *config.firmware_args(),
                 "-serial", f"file:{serial}", "-no-reboot"]
         start = time.monotonic()
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -24,7 +24,7 @@ def guest_qemu_args(accel: AccelChoice, topology: Topology, native_pcie_hotplug:
     guest_dir = config.guest_dir()
     args = ["-machine", f"q35,accel={accel.accel}", "-cpu", "max", "-smp", "2", "-m", "1024",
             "-nodefaults", "-display", "none", "-no-user-config", "-no-reboot",
-            *[a for d in config.firmware_dirs() for a in ("-L", str(d))],
+            *config.firmware_args(),
             "-kernel", str(guest_dir / "vmlinuz"), "-initrd", str(guest_dir / "initramfs.img"),
             "-append", f"{KERNEL_ARGS} {extra_kernel_args}".strip(),
             "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",

@@ -52,7 +52,7 @@ def probe(qemu: Path, artifacts: Path) -> Capabilities:
         disk.write_bytes(b"\0" * (1 << 20))
         vm = QemuMachine(qemu, [
             "-machine", "q35,accel=tcg", "-S", "-nodefaults", "-display", "none", "-no-user-config",
-            *[a for d in config.firmware_dirs() for a in ("-L", str(d))],
+            *config.firmware_args(),
             "-device", "pcie-root-port,id=rp0,chassis=1",
             "-device", "nvme,id=nvme0,serial=PROBE0,bus=rp0",
             "-drive", f"if=none,id=drv0,file={disk},format=raw",

@@ -58,6 +58,11 @@ def firmware_dirs() -> list[Path]:
     return present
 
 
+def firmware_args() -> list[str]:
+    """`-L DIR` for each firmware directory, for every QEMU command line the suite builds."""
+    return [arg for d in firmware_dirs() for arg in ("-L", str(d))]
+
+
 def requested_accel() -> str:
     """ACCEL=auto|kvm|tcg (default auto)."""
     accel = os.environ.get("ACCEL", "auto")

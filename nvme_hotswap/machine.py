@@ -5,6 +5,7 @@ end stragglers by PID (never by name) and fail the run if any had to be ended th
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -24,8 +25,8 @@ from .wait import WaitTimeout
 
 LOG = logging.getLogger("nvme_hotswap.machine")
 
-#: PID -> command line of every QEMU this process started and has not reaped yet.
-LIVE: dict[int, str] = {}
+#: PID -> machine, for every QEMU this process started and has not reaped yet.
+LIVE: dict[int, "QemuMachine"] = {}
 
 
 class MonitorError(RuntimeError):
@@ -69,7 +70,7 @@ class QemuMachine:
         with open(self.stderr_log, "wb") as err:
             self.proc = subprocess.Popen(cmdline, stdin=subprocess.DEVNULL, stdout=err,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-        LIVE[self.proc.pid] = " ".join(cmdline)
+        LIVE[self.proc.pid] = self
         LOG.info("%s: QEMU pid %d started", self.name, self.proc.pid)
         try:
             self._qmp.accept(timeout=timeout)
@@ -216,14 +217,17 @@ def parse_usernet_hostfwd(info_usernet: str, guest_port: int) -> int:
 
 
 def end_strays() -> list[str]:
-    """End every QEMU this process started and did not reap (by PID); return what was ended."""
+    """End every QEMU this process started and did not reap, by PID; return what was ended.
+
+    Runs at the end of a test session (a test interrupted by Ctrl-C or SIGTERM skips its
+    tearDown) and at interpreter exit.
+    """
     ended = []
-    for pid, cmd in list(LIVE.items()):
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+    for pid, vm in list(LIVE.items()):
+        ended.append(f"pid {pid} ({vm.name}, artifacts {vm.artifacts})")
+        vm.shutdown(timeout=2.0)
         LIVE.pop(pid, None)
-        ended.append(f"pid {pid}: {cmd[:200]}")
     return ended
+
+
+atexit.register(end_strays)
