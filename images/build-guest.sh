@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Build the test guest (kernel + initramfs + SSH key pair), or find it in the cache.
+# The last line printed is the guest directory's absolute path (scripts rely on it).
+#
+# Everything comes from pinned Debian 12 (bookworm) packages: fetched with `apt-get download`
+# through a private apt state under the cache (archive URI from this machine's apt configuration),
+# unpacked with `dpkg-deb -x`, never installed on the host. The guest lands in
+# $CACHE_ROOT/guest/<key>, key = hash(package list with versions, this script, the files it embeds,
+# the compression). Output: vmlinuz, vmlinux (ELF, for PVH boot), initramfs.img, id_ed25519[.pub],
+# manifest.json. See images/README.md for the guest's contract.
+#
+# GUEST_COMPRESS=gzip|zstd|none selects the initramfs compression (default gzip).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(dirname "$here")
+. "$top/scripts/lib.sh"
+
+# --- pins ----------------------------------------------------------------------------------------
+# The kernel: bookworm's linux-image-amd64 6.1 resolves to this ABI package and version.
+KERNEL_ABI=6.1.0-50-amd64
+KERNEL_VERSION=6.1.176-1
+SUITE=bookworm
+PACKAGES=(
+  "linux-image-$KERNEL_ABI=$KERNEL_VERSION"
+  busybox-static=1:1.35.0-4+deb12u1+b1
+  dropbear-bin=2022.83-1+deb12u3
+  nvme-cli=2.4+really2.3-3
+  kmod=30+20221128-1
+  # shared libraries of the three above (checked below: nothing may resolve outside them)
+  libc6=2.36-9+deb12u14
+  libnvme1=1.3-1+deb12u1
+  libjson-c5=0.16-2
+  libdbus-1-3=1.14.10-1~deb12u1
+  libsystemd0=252.39-1~deb12u2
+  libcap2=1:2.66-4+deb12u3+b1
+  libgcrypt20=1.10.1-3+deb12u1
+  libgpg-error0=1.46-1
+  liblz4-1=1.9.4-1
+  libssl3=3.0.20-1~deb12u2
+  libkmod2=30+20221128-1
+  liblzma5=5.4.1-1+deb12u1
+  libzstd1=1.5.4+dfsg2-5
+  libtomcrypt1=1.18.2-6
+  libtommath1=1.2.0-6+deb12u1
+  libcrypt1=1:4.4.33-2
+  libgmp10=2:6.2.1+dfsg1-1.1
+  zlib1g=1:1.2.13.dfsg-1
+)
+# Kernel modules to ship (their dependencies are added). AER, pcieport, pciehp, DPC, devtmpfs,
+# 8250 and PVH are built into this kernel; nvme, nvme-core and virtio are modules.
+MODULES=(nvme nvme-core crc64_rocksoft_generic crct10dif_pclmul crct10dif_generic virtio_pci virtio_net)
+BINARIES=(usr/sbin/nvme usr/sbin/dropbear bin/kmod)
+EMBEDDED=("$here/init.sh" "$here/udhcpc.script")
+COMPRESS=${GUEST_COMPRESS:-gzip}
+case "$COMPRESS" in gzip|zstd|none) ;; *) die "GUEST_COMPRESS must be gzip, zstd or none (got $COMPRESS)" ;; esac
+
+key=$( { printf '%s\n' "${PACKAGES[@]}" "${MODULES[@]}" "compress=$COMPRESS"; cat "$0" "${EMBEDDED[@]}"; } | sha256_of_stdin)
+out="$CACHE_ROOT/guest/$key"
+if [ -f "$out/DONE" ]; then
+  log "cached guest $key (kernel $KERNEL_ABI, $COMPRESS)"
+  echo "$out"
+  exit 0
+fi
+
+mkdir -p "$CACHE_ROOT/guest"
+exec 9>"$CACHE_ROOT/guest/.lock"
+flock 9   # a concurrent build of the same guest finishes first; then it is found below
+if [ -f "$out/DONE" ]; then log "cached guest $key (built concurrently)"; echo "$out"; exit 0; fi
+
+for t in cpio gzip xz flock python3; do command -v $t >/dev/null || die "$t is needed on the host (scripts/install-host-deps.sh)"; done
+[ "$COMPRESS" != zstd ] || command -v zstd >/dev/null || die "zstd is needed for GUEST_COMPRESS=zstd"
+start=$(date +%s.%N)
+
+# --- fetch ---------------------------------------------------------------------------------------
+debs="$CACHE_ROOT/guest/debs"
+mkdir -p "$debs"
+uri=$(debian_archive_uri)
+apt_opts=$(private_apt "$SUITE" "deb $uri $SUITE main")
+deb_file() {  # the .deb of NAME=VERSION in $debs, if already fetched
+  local name=${1%%=*} ver=${1#*=}
+  ls "$debs/${name}_${ver//:/%3a}_"*.deb 2>/dev/null | head -1
+}
+missing=()
+for p in "${PACKAGES[@]}"; do [ -n "$(deb_file "$p")" ] || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "fetching ${#missing[@]} packages from $uri $SUITE"
+  if ! ( cd "$debs" && apt-get -q $apt_opts download "${missing[@]}" ) >"$debs/download.log" 2>&1; then
+    # Stale lists? Refresh once, then say which pin the archive no longer serves.
+    apt-get -q $apt_opts update >/dev/null 2>&1 || true
+    if ! ( cd "$debs" && apt-get -q $apt_opts download "${missing[@]}" ) >"$debs/download.log" 2>&1; then
+      for p in "${missing[@]}"; do
+        cand=$(apt-cache $apt_opts policy "${p%%=*}" 2>/dev/null | awk '/Candidate:/{print $2}')
+        [ "$cand" = "${p#*=}" ] || log "pinned $p, but $SUITE now serves ${p%%=*} ${cand:-(nothing)}"
+      done
+      die "apt-get download failed (see $debs/download.log); update the pins at the top of $0"
+    fi
+  fi
+fi
+
+# --- unpack --------------------------------------------------------------------------------------
+work=$(mktemp -d "$CACHE_ROOT/guest/.work.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+pkg="$work/pkg"     # all packages unpacked
+rootfs="$work/rootfs"  # what goes into the initramfs
+stage="$work/out"
+mkdir -p "$pkg" "$rootfs" "$stage"
+for p in "${PACKAGES[@]}"; do dpkg-deb -x "$(deb_file "$p")" "$pkg"; done
+kver=$KERNEL_ABI
+[ -f "$pkg/boot/vmlinuz-$kver" ] || die "no /boot/vmlinuz-$kver in linux-image-$KERNEL_ABI"
+libpath="$pkg/lib/x86_64-linux-gnu:$pkg/usr/lib/x86_64-linux-gnu"
+loader="$pkg/lib64/ld-linux-x86-64.so.2"
+# Run a binary from the unpacked packages with their own loader and libraries.
+pkgrun() { "$loader" --library-path "$libpath" "$@"; }
+
+# --- kernel --------------------------------------------------------------------------------------
+cp "$pkg/boot/vmlinuz-$kver" "$stage/vmlinuz"
+# The ELF vmlinux inside the bzImage (payload_offset/payload_length in the setup header, an xz
+# stream in this kernel): QEMU boots an ELF with a PVH note directly, skipping decompression.
+python3 - "$stage/vmlinuz" "$stage/vmlinux" <<'EOF'
+import lzma, struct, sys
+data = open(sys.argv[1], 'rb').read()
+setup_sects = data[0x1f1] or 4
+off, length = struct.unpack_from('<II', data, 0x248)
+payload = data[(setup_sects + 1) * 512 + off:][:length]
+if not payload.startswith(b'\xfd7zXZ'):
+    sys.exit('kernel payload is not xz; cannot extract vmlinux')
+elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload)
+assert elf[:4] == b'\x7fELF'
+open(sys.argv[2], 'wb').write(elf)
+EOF
+
+# --- modules -------------------------------------------------------------------------------------
+kmodrun() { local tool=$1; shift; LD_LIBRARY_PATH=$libpath "$loader" --argv0 "$tool" "$pkg/bin/kmod" "$@"; }
+kmodrun depmod -b "$pkg" "$kver"
+mods=$(kmodrun modprobe -d "$pkg" -S "$kver" --show-depends -a "${MODULES[@]}" | awk '$1 == "insmod" {print $2}' | sort -u)
+for m in "${MODULES[@]}"; do   # every module asked for must be among them
+  echo "$mods" | grep -q "/${m//[-_]/[-_]}\.ko$" || die "module $m not found in linux-image-$KERNEL_ABI (built in? see /boot/config-$kver)"
+done
+for m in $mods; do
+  rel=${m#"$pkg"/}
+  mkdir -p "$rootfs/$(dirname "$rel")"
+  cp "$m" "$rootfs/$rel"
+done
+cp "$pkg/lib/modules/$kver/modules.order" "$pkg/lib/modules/$kver/modules.builtin"* "$rootfs/lib/modules/$kver/"
+kmodrun depmod -b "$rootfs" "$kver"
+
+# --- binaries and their libraries ----------------------------------------------------------------
+copy_file() {  # copy_file PATH-IN-PKG : into the rootfs at the same path, symlinks resolved
+  mkdir -p "$rootfs/$(dirname "$1")"
+  cp -L "$pkg/$1" "$rootfs/$1"
+}
+for b in "${BINARIES[@]}"; do
+  copy_file "$b"
+  # The package's own loader lists what the binary needs; all of it must come from $pkg.
+  while read -r lib; do
+    case "$lib" in
+      "$pkg"/*) copy_file "${lib#"$pkg"/}" ;;
+      *) die "$b needs $lib, which no pinned package provides (add its package to PACKAGES)" ;;
+    esac
+  done < <(pkgrun --list "$pkg/$b" | awk '/=>/ {print $3}' | sort -u)
+done
+copy_file lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+mkdir -p "$rootfs/lib64"; ln -sf ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$rootfs/lib64/ld-linux-x86-64.so.2"
+
+for t in modprobe depmod insmod rmmod lsmod modinfo; do mkdir -p "$rootfs/sbin"; ln -sf ../bin/kmod "$rootfs/sbin/$t"; done
+copy_file bin/busybox
+while read -r applet; do   # busybox applets, unless a real tool (kmod) already has the name
+  name=$(basename "$applet")
+  [ -e "$rootfs/sbin/$name" ] || [ -e "$rootfs/bin/$name" ] || [ -e "$rootfs/usr/sbin/$name" ] && continue
+  mkdir -p "$rootfs/$(dirname "$applet")"
+  [ -e "$rootfs/$applet" ] || ln -s /bin/busybox "$rootfs/$applet"
+done < <("$pkg/bin/busybox" --list-full)
+
+# --- configuration, keys -------------------------------------------------------------------------
+install -m 0755 "$here/init.sh" "$rootfs/init"
+install -D -m 0755 "$here/udhcpc.script" "$rootfs/etc/udhcpc.script"
+mkdir -p "$rootfs"/{proc,sys,dev,tmp,run,var/log,mnt} "$rootfs/etc/dropbear"
+install -d -m 0700 "$rootfs/root" "$rootfs/root/.ssh"
+echo 'root:x:0:0:root:/root:/bin/sh' > "$rootfs/etc/passwd"
+echo 'root:*:19000:0:99999:7:::' > "$rootfs/etc/shadow"
+printf 'root:x:0:\ntty:x:5:\n' > "$rootfs/etc/group"
+echo /bin/sh > "$rootfs/etc/shells"
+printf 'passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n' > "$rootfs/etc/nsswitch.conf"
+echo nvme-guest > "$rootfs/etc/hostname"
+printf '127.0.0.1 localhost\n10.0.2.15 nvme-guest\n' > "$rootfs/etc/hosts"
+echo 'export PATH=/sbin:/usr/sbin:/bin:/usr/bin HOME=/root' > "$rootfs/etc/profile"
+
+# Host key made here, so the guest does not spend boot time (and entropy) on it.
+pkgrun "$pkg/usr/bin/dropbearkey" -t ed25519 -f "$rootfs/etc/dropbear/dropbear_ed25519_host_key" >/dev/null 2>&1 \
+  || die "dropbearkey failed to make the host key"
+# Client key pair for the harness, in OpenSSH format (paramiko.Ed25519Key loads it).
+if command -v ssh-keygen >/dev/null; then
+  ssh-keygen -q -t ed25519 -N '' -C "nvme-hotswap-guest-$key" -f "$stage/id_ed25519"
+else
+  pkgrun "$pkg/usr/bin/dropbearkey" -t ed25519 -f "$work/client.dropbear" >/dev/null 2>&1
+  pkgrun "$pkg/usr/lib/dropbear/dropbearconvert" dropbear openssh "$work/client.dropbear" "$stage/id_ed25519" >/dev/null 2>&1 \
+    || die "dropbearconvert failed"
+  pkgrun "$pkg/usr/bin/dropbearkey" -y -f "$work/client.dropbear" | grep '^ssh-ed25519 ' \
+    | awk -v c="nvme-hotswap-guest-$key" '{print $1, $2, c}' > "$stage/id_ed25519.pub"
+fi
+chmod 600 "$stage/id_ed25519"
+install -m 0600 "$stage/id_ed25519.pub" "$rootfs/root/.ssh/authorized_keys"
+
+# --- initramfs -----------------------------------------------------------------------------------
+raw_size=$(du -sb --apparent-size "$rootfs" | cut -f1)
+( cd "$rootfs" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet ) > "$work/initramfs.cpio"
+cpio_size=$(stat -c %s "$work/initramfs.cpio")
+case "$COMPRESS" in
+  gzip) gzip -9 -n -c "$work/initramfs.cpio" > "$stage/initramfs.img" ;;
+  zstd) zstd -q -19 -c "$work/initramfs.cpio" > "$stage/initramfs.img" ;;
+  none) cp "$work/initramfs.cpio" "$stage/initramfs.img" ;;
+esac
+img_size=$(stat -c %s "$stage/initramfs.img")
+end=$(date +%s.%N)
+
+# --- manifest ------------------------------------------------------------------------------------
+python3 - "$stage/manifest.json" "$kver" "$COMPRESS" "$cpio_size" "$img_size" "$raw_size" "$start" "$end" \
+  "$key" "$uri" "$SUITE" "${PACKAGES[@]}" -- $(for m in $mods; do basename "$m" .ko; done) <<'EOF'
+import json, os, sys
+(path, kver, comp, cpio, img, raw, start, end, key, uri, suite), rest = sys.argv[1:12], sys.argv[12:]
+sep = rest.index('--')
+pkgs, mods = rest[:sep], rest[sep + 1:]
+d = os.path.dirname(path)
+json.dump({
+    'key': key,
+    'debian_suite': suite,
+    'packages': {p.split('=', 1)[0]: p.split('=', 1)[1] for p in pkgs},
+    'kernel_release': kver,
+    'kernel_modules': sorted(mods),
+    'initramfs': {'compression': comp, 'files_bytes': int(raw), 'cpio_bytes': int(cpio),
+                  'compressed_bytes': int(img)},
+    'vmlinuz_bytes': os.path.getsize(os.path.join(d, 'vmlinuz')),
+    'vmlinux_bytes': os.path.getsize(os.path.join(d, 'vmlinux')),
+    'build_seconds': round(float(end) - float(start), 1),
+    'ssh': {'user': 'root', 'port': 22, 'key': 'id_ed25519'},
+    'console_marker': 'nvme-hotswap: sshd ready',
+}, open(path, 'w'), indent=2)
+EOF
+
+rm -rf "$out"
+mv "$stage" "$out"
+date -u +%FT%TZ > "$out/DONE"
+log "built guest $key in $(python3 -c "print(round($end - $start, 1))") s: initramfs $((cpio_size/1024)) KiB cpio, $((img_size/1024)) KiB $COMPRESS"
+echo "$out"
