@@ -39,10 +39,10 @@ def qemu_binary() -> Path:
 
 @functools.cache
 def guest_dir() -> Path:
-    """The built guest (vmlinuz, initramfs.img, SSH key): $GUEST_DIR, else images/build-guest.sh."""
+    """The built guest (vmlinux, initramfs.img, SSH key): $GUEST_DIR, else images/build-guest.sh."""
     env = os.environ.get("GUEST_DIR")
     path = Path(env) if env else _last_line_of(ROOT / "images" / "build-guest.sh", "a guest image")
-    for name in ("vmlinuz", "initramfs.img", "id_ed25519"):
+    for name in ("vmlinux", "initramfs.img", "id_ed25519"):
         if not (path / name).is_file():
             raise ConfigError(f"guest directory {path} lacks {name}; rebuild it with `make guest`")
     return path.resolve()

@@ -45,6 +45,10 @@ fi
 key=$( { echo "$source_id"; echo "${CONFIGURE_FLAGS[*]}"; echo "meson=$MESON_VERSION pycotap=$PYCOTAP_VERSION";
          cat "$0"; for p in "${patch_files[@]}"; do basename "$p"; cat "$p"; done; } | sha256_of_stdin)
 out="$CACHE_ROOT/qemu/$key"
+# One builder per key: a second run (another checkout, CI, a helper) waits for the first.
+mkdir -p "$CACHE_ROOT/qemu"
+exec 9>"$out.lock"
+flock -n 9 || { log "another build of $key is running; waiting for it"; flock 9; }
 if [ -x "$out/build/$binary_name" ] && [ -f "$out/DONE" ]; then
   log "cached build $key ($source_id, ${#patch_files[@]} patches)"
   echo "$out/build/$binary_name"
@@ -97,6 +101,9 @@ for p in "${patch_files[@]}"; do
 done
 
 # --- build ---------------------------------------------------------------------------------------
+# ccache (meson picks it up) makes a rebuild after a one-patch change cost minutes less; paths
+# are made relative to the build's folder so builds under different keys share the cache.
+export CCACHE_DIR="$CACHE_ROOT/ccache" CCACHE_BASEDIR="$out" CCACHE_NOHASHDIR=true CCACHE_MAXSIZE=5G
 mkdir -p "$out/build"
 log "configure ${CONFIGURE_FLAGS[*]} (log: $out/build.log)"
 ( cd "$out/build" && ../src/configure --python="$buildenv/bin/python3" \

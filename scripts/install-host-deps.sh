@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   # QEMU build (x86_64-softmmu, slirp, fdt)
-  build-essential pkg-config ninja-build flex bison python3-venv dpkg-dev xz-utils
+  build-essential pkg-config ninja-build flex bison python3-venv dpkg-dev xz-utils ccache
   libglib2.0-dev libpixman-1-dev libslirp-dev libfdt-dev zlib1g-dev
   # firmware the built QEMU loads with -L (the Debian source tarball strips blobs)
   seabios qemu-system-data ipxe-qemu
