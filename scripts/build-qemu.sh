@@ -69,11 +69,15 @@ fi
 start=$(date +%s)
 rm -rf "$out"; mkdir -p "$out"
 if [ -n "${QEMU_SRC:-}" ]; then
-  log "copying $QEMU_SRC (HEAD plus uncommitted changes) to $out/src"
-  git -C "$QEMU_SRC" worktree add --detach "$out/src" HEAD >&2 2>/dev/null \
-    || die "git worktree add from $QEMU_SRC failed"
-  git -C "$QEMU_SRC" diff HEAD | git -C "$out/src" apply --allow-empty >&2
-  git -C "$QEMU_SRC" submodule status >/dev/null 2>&1 || true
+  log "copying $QEMU_SRC (HEAD plus uncommitted changes) to $out/src; your tree is not modified"
+  mkdir -p "$out/src"
+  git -C "$QEMU_SRC" archive HEAD | tar -x -C "$out/src" || die "git archive of $QEMU_SRC failed"
+  git -C "$QEMU_SRC" diff HEAD --binary | (cd "$out/src" && git apply --allow-empty) \
+    || die "could not carry the uncommitted changes of $QEMU_SRC over"
+  # meson subprojects fetched into the user's tree (there is no network here to fetch them again)
+  for d in "$QEMU_SRC"/subprojects/*/; do
+    [ -d "$d" ] && [ ! -e "$out/src/subprojects/$(basename "$d")" ] && cp -a "$d" "$out/src/subprojects/"
+  done
 else
   srcdir="$CACHE_ROOT/src/qemu-$QEMU_DEB_VERSION"
   if [ ! -f "$srcdir/.unpacked" ]; then
@@ -90,9 +94,10 @@ else
   fi
   log "copying pristine tree to $out/src"
   cp -a "$srcdir/tree" "$out/src"
-  ( cd "$out/src" && git init -q && git add -A && git -c user.name=build -c user.email=build@localhost \
-      commit -q -m "Debian qemu $QEMU_DEB_VERSION" ) >&2
 fi
+# A throwaway repository, so the series goes in with git am and a bad patch fails by name.
+( cd "$out/src" && rm -rf .git && git init -q && git add -A && git -c user.name=build -c user.email=build@localhost \
+    commit -q -m "base: $source_id" ) >&2
 
 for p in "${patch_files[@]}"; do
   log "applying $(basename "$p")"
