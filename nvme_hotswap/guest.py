@@ -145,6 +145,29 @@ class Guest:
         return {c.address: (c.name, sorted(n.block for n in nss if n.controller == c.name))
                 for c in self.controllers()}
 
+    # --- block I/O -------------------------------------------------------------------------
+    # O_DIRECT both ways, so a read after a swap sees the device, not the guest's page cache.
+    BLOCK = 4096
+
+    def write_random(self, disk: str, offset_blocks: int, blocks: int) -> str:
+        """Write random 4 KiB blocks to /dev/`disk` and fsync; return their sha256."""
+        return self.check(
+            "set -o pipefail; f=$(mktemp) && "
+            f"dd if=/dev/urandom of=$f bs={self.BLOCK} count={blocks} 2>/dev/null && "
+            f"dd if=$f of=/dev/{disk} bs={self.BLOCK} seek={offset_blocks} oflag=direct conv=fsync 2>/dev/null && "
+            "sha256sum < $f | cut -d' ' -f1; rc=$?; rm -f $f; exit $rc").strip()
+
+    def read_sha256(self, disk: str, offset_blocks: int, blocks: int, timeout: float = 60.0) -> str:
+        """sha256 of `blocks` 4 KiB blocks of /dev/`disk` read with O_DIRECT; fails if the read fails."""
+        return self.check(
+            f"set -o pipefail; dd if=/dev/{disk} bs={self.BLOCK} skip={offset_blocks} count={blocks} "
+            "iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1", timeout).strip()
+
+    def try_read(self, disk: str, seconds: int = 10) -> Result:
+        """One O_DIRECT block read bounded by `seconds` (exit 124/143 means it hung)."""
+        return self.run(f"timeout {seconds} dd if=/dev/{disk} of=/dev/null bs={self.BLOCK} count=1 iflag=direct",
+                        timeout=seconds + 30)
+
     # --- kernel log ------------------------------------------------------------------------
     def klog_mark(self) -> str:
         """Write a unique mark into the guest kernel log; return it for klog_since()."""

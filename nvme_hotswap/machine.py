@@ -176,6 +176,32 @@ class QemuMachine:
                 self._record("event", json.dumps(ev))
                 self._events.append(ev)
 
+    # --- verbs of the hot-swap sequences -----------------------------------------------------
+    def device_add(self, driver: str, **props: Any) -> None:
+        self.qmp("device_add", driver=driver, **props)
+
+    def device_del(self, dev_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """device_del and wait for its DEVICE_DELETED (matched on data.device: children come first)."""
+        self.qmp("device_del", id=dev_id)
+        return self.event_wait("DEVICE_DELETED", timeout, match={"device": dev_id})
+
+    def drive_del(self, drive_id: str) -> None:
+        self.hmp_ok(f"drive_del {drive_id}")
+
+    def drive_add(self, drive_option: str) -> None:
+        """HMP drive_add; `drive_option` is a -drive value (see topology.drive_option)."""
+        out = self.hmp(f"drive_add 0 {drive_option}")
+        if out.strip() != "OK":
+            raise MonitorError(f"HMP drive_add 0 {drive_option}: {out.strip()}")
+
+    def drive_insert(self, device: str, image: Path) -> None:
+        """The series' HMP drive_insert: reconnect `image` to `device` after drive_del."""
+        self.hmp_ok(f"drive_insert {device} {image}")
+
+    def aer_inject(self, port: str, error: str) -> None:
+        """Inject an AER error at a root port (HMP only; e.g. SDN = Surprise Down)."""
+        self.hmp_ok(f"pcie_aer_inject_error {port} {error}")
+
     def usernet_ssh_port(self) -> int:
         """The host port slirp picked for the guest's port 22 (we ask for port 0: no collisions)."""
         return parse_usernet_hostfwd(self.hmp("info usernet"), guest_port=22)

@@ -9,6 +9,7 @@ rpN, nvmeN, nsN (first namespace) / nsN_M, drvN / drvN_M, subsysN.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 ROOT_PORT_SLOT_BASE = 0x10
@@ -127,3 +128,10 @@ def create_image(path: Path, size_bytes: int, label: bytes) -> None:
     with open(path, "wb") as f:
         f.truncate(size_bytes)
         f.write(label.ljust(SECTOR, b"\0")[:SECTOR])
+
+
+def image_sha256(path: Path, offset_blocks: int, blocks: int, block: int = 4096) -> str:
+    """sha256 of a range of a backing file, read on the host: what the guest wrote really landed."""
+    with open(path, "rb") as f:
+        f.seek(offset_blocks * block)
+        return hashlib.sha256(f.read(blocks * block)).hexdigest()

@@ -1,0 +1,60 @@
+"""The cover letter's sequence: drive_del, drive_insert, pcie_aer_inject_error SDN; names stay."""
+from nvme_hotswap import klog
+from nvme_hotswap.testcase import HotswapTest
+from nvme_hotswap.topology import image_sha256
+
+RECOVERY_TIMEOUT_S = 30.0
+PATTERN_AT, PATTERN_BLOCKS = 256, 16      # 4 KiB blocks: 1 MiB into the disk, 64 KiB long
+
+
+class DriveReconnect(HotswapTest):
+    """Pull nvme2's backing file, reinsert it, let AER reset the controller: /dev/nvme2n1 stays.
+
+    :avocado: enable
+    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,needs:drive_insert
+    """
+
+    def write_pattern(self, disk: str) -> str:
+        """Write and fsync a random pattern from the guest; check it landed in the backing file."""
+        digest = self.guest.write_random(disk, PATTERN_AT, PATTERN_BLOCKS)
+        image = self.ctrl(2).namespaces[0].image
+        self.assertEqual(image_sha256(image, PATTERN_AT, PATTERN_BLOCKS), digest,
+                         f"the pattern written to {disk} is not in {image}")
+        return digest
+
+    def assert_io_fails(self, disk: str) -> None:
+        """With the drive pulled, guest I/O fails promptly with an error; it does not hang."""
+        r = self.guest.try_read(disk, seconds=10)
+        self.assertNotEqual(r.rc, 0, f"a read of {disk} succeeded with its drive pulled")
+        self.assertNotIn(r.rc, (124, 143), f"a read of {disk} hung with its drive pulled")
+
+    def assert_aer_recovery(self, mark: str, index: int) -> None:
+        """The guest logged the fatal error on the port, reset the controller and recovered."""
+        c = self.ctrl(index)
+        self.wait_for_klog(mark, klog.RECOVERY_OK, RECOVERY_TIMEOUT_S, port=c.port_pci_address)
+        lines = self.guest.klog_since(mark)
+        for template, names in [(klog.AER_FATAL_RECEIVED, {"port": c.port_pci_address}), (klog.AER_SDES, {}),
+                                (klog.NVME_FROZEN, {"ctrl": c.dev_id}), (klog.NVME_SLOT_RESET, {"ctrl": c.dev_id})]:
+            self.assertTrue(klog.find(lines, template, **names),
+                            f"no /{klog.pattern(template, **names).pattern}/ in the guest log after the injection")
+        self.assertFalse(klog.find(lines, klog.RECOVERY_FAILED, port=c.port_pci_address))
+
+    def test_same_file(self) -> None:
+        c = self.ctrl(2)
+        ns = c.namespaces[0]
+        before = self.guest.nvme_names()
+        digest = self.write_pattern("nvme2n1")
+        mark = self.guest.klog_mark()
+
+        self.vm.drive_del(ns.drive_id)
+        self.assert_io_fails("nvme2n1")
+        self.vm.drive_insert(ns.dev_id, ns.image)
+        self.vm.aer_inject(c.port_id, "SDN")
+        self.assert_aer_recovery(mark, 2)
+
+        self.assert_names_unchanged(before)
+        self.assertEqual(self.guest.controller_at(c.pci_address).serial, c.serial)
+        self.assertEqual(self.guest.read_sha256("nvme2n1", PATTERN_AT, PATTERN_BLOCKS), digest,
+                         "the pattern written before the pull does not read back")
+        new = self.guest.write_random("nvme2n1", PATTERN_AT * 2, 4)
+        self.assertEqual(image_sha256(ns.image, PATTERN_AT * 2, 4), new, "a write after recovery did not land")
