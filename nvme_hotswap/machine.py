@@ -200,7 +200,9 @@ class QemuMachine:
 
     def aer_inject(self, port: str, error: str) -> None:
         """Inject an AER error at a root port (HMP only; e.g. SDN = Surprise Down)."""
-        self.hmp_ok(f"pcie_aer_inject_error {port} {error}")
+        out = self.hmp(f"pcie_aer_inject_error {port} {error}")
+        if not out.startswith("OK "):  # success prints "OK id: rp2 root bus: ..."
+            raise MonitorError(f"HMP pcie_aer_inject_error {port} {error}: {out.strip()}")
 
     def usernet_ssh_port(self) -> int:
         """The host port slirp picked for the guest's port 22 (we ask for port 0: no collisions)."""
