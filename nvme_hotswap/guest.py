@@ -8,6 +8,7 @@ retries and a short banner timeout.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shlex
 import socket
@@ -144,6 +145,13 @@ class Guest:
         nss = self.namespaces()
         return {c.address: (c.name, sorted(n.block for n in nss if n.controller == c.name))
                 for c in self.controllers()}
+
+    def identify_namespace(self, disk: str) -> dict[str, object]:
+        """nvme-cli's Identify Namespace of /dev/`disk` (JSON: nsze, ncap, nuse, flbas, lbafs...)."""
+        return json.loads(self.check(f"nvme id-ns /dev/{disk} -o json"))
+
+    def namespace(self, controller: str, nsid: int) -> NamespaceInfo | None:
+        return next((n for n in self.namespaces() if n.controller == controller and n.nsid == nsid), None)
 
     # --- block I/O -------------------------------------------------------------------------
     # O_DIRECT both ways, so a read after a swap sees the device, not the guest's page cache.

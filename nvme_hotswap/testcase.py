@@ -21,9 +21,9 @@ import avocado
 from . import accel, capabilities, config, klog, results, tags
 from .boot import boot_guest, guest_qemu_args
 from .guest import Guest
-from .guestfacts import KernelLine
+from .guestfacts import KernelLine, NamespaceInfo
 from .machine import QemuMachine
-from .topology import ControllerSpec, Topology
+from .topology import ControllerSpec, Topology, create_image, drive_option, label_of, namespace_props
 from .wait import wait_until
 
 
@@ -113,6 +113,27 @@ class HotswapTest(avocado.Test):
     # --- verbs shared by the tests ---------------------------------------------------------
     def ctrl(self, index: int) -> ControllerSpec:
         return self.topology.controller(index)
+
+    def new_disk(self, name: str, size_mib: int = 64) -> Path:
+        """A fresh labelled backing file (first bytes: `label_of(name)`), removed after the test."""
+        path = self.artifacts / "disks" / f"{name}.img"
+        create_image(path, size_mib << 20, label_of(name))
+        return path
+
+    def plug_namespace(self, dev_id: str, drive_id: str, nsid: int, bus: str,
+                       image: Path | None = None) -> None:
+        """drive_add `image` as `drive_id` (unless image is None: the drive exists), then device_add nvme-ns."""
+        if image is not None:
+            self.vm.drive_add(drive_option(drive_id, image))
+        self.vm.qmp("device_add", **namespace_props(dev_id, drive_id, bus, nsid))
+
+    def wait_for_namespace(self, controller: str, nsid: int, timeout: float = 20.0) -> NamespaceInfo:
+        return wait_until(lambda: self.guest.namespace(controller, nsid), timeout,
+                          f"NSID {nsid} to appear under {controller} in the guest")
+
+    def wait_for_namespace_gone(self, controller: str, nsid: int, timeout: float = 20.0) -> None:
+        wait_until(lambda: self.guest.namespace(controller, nsid) is None, timeout,
+                   f"NSID {nsid} to disappear from {controller} in the guest")
 
     def wait_for_klog(self, mark: str, template: str, timeout: float = 30.0, **names: str) -> list[KernelLine]:
         """Wait until the guest kernel log after `mark` has a line matching `template`."""

@@ -39,8 +39,7 @@ class NamespaceSpec:
 
     @property
     def label(self) -> bytes:
-        """What the first bytes of a fresh image hold, so the guest can tell disks apart."""
-        return f"nvme-hotswap disk {self.dev_id}\n".encode()
+        return label_of(self.dev_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,9 +117,20 @@ def drive_option(drive_id: str, image: Path) -> str:
     return f"if=none,id={drive_id},file={image},format=raw"
 
 
+def namespace_props(dev_id: str, drive_id: str, bus: str, nsid: int) -> dict[str, object]:
+    """An nvme-ns device as QMP device_add arguments."""
+    return {"driver": "nvme-ns", "id": dev_id, "drive": drive_id, "bus": bus, "nsid": nsid}
+
+
 def namespace_device(dev_id: str, drive_id: str, bus: str, nsid: int) -> str:
-    """The nvme-ns device string, for -device and for device_add alike."""
-    return f"nvme-ns,id={dev_id},drive={drive_id},bus={bus},nsid={nsid}"
+    """The same nvme-ns device as a -device value."""
+    props = namespace_props(dev_id, drive_id, bus, nsid)
+    return ",".join([str(props.pop("driver"))] + [f"{k}={v}" for k, v in props.items()])
+
+
+def label_of(name: str) -> bytes:
+    """What the first bytes of a fresh image hold, so the guest can tell disks apart."""
+    return f"nvme-hotswap disk {name}\n".encode()
 
 
 def create_image(path: Path, size_bytes: int, label: bytes) -> None:

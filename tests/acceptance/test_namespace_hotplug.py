@@ -1,0 +1,78 @@
+"""NVMe-level namespace hotplug on a live controller (series patch 1), as merged upstream in 11.1."""
+from nvme_hotswap import klog
+from nvme_hotswap.testcase import HotswapTest
+from nvme_hotswap.topology import label_of
+
+
+class NamespaceHotplug(HotswapTest):
+    """device_add / device_del nvme-ns on nvme2: AEN, rescan, the block device comes and goes.
+
+    :avocado: enable
+    :avocado: tags=arch:x86_64,machine:q35,nvme,aen,needs:nvme_ns_hotplug
+    """
+
+    def assert_rescanned_only(self, mark: str, ctrl: str) -> None:
+        """The AEN reached `ctrl` (it rescanned) and no other controller rescanned."""
+        self.wait_for_klog(mark, klog.NS_RESCAN, ctrl=ctrl)
+        lines = self.guest.klog_since(mark)
+        for other in (c.dev_id for c in self.topology.controllers if c.dev_id != ctrl):
+            self.assertFalse(klog.find(lines, klog.NS_RESCAN, ctrl=other), f"{other} rescanned too")
+
+    def test_hot_add(self) -> None:
+        before = self.guest.nvme_names()
+        image = self.new_disk("hotadd", size_mib=32)
+        mark = self.guest.klog_mark()
+
+        self.plug_namespace("ns2_1", "drv2_1", nsid=2, bus="nvme2", image=image)
+        ns = self.wait_for_namespace("nvme2", 2)
+        self.assert_rescanned_only(mark, "nvme2")
+
+        self.assertEqual(ns.size_bytes, 32 << 20)
+        ident = self.guest.identify_namespace(ns.block)
+        self.assertEqual(int(ident["nsze"]) * 512, 32 << 20, f"Identify Namespace of {ns.block}: {ident}")
+        self.assertEqual(self.guest.check(f"head -c {len(label_of('hotadd'))} /dev/{ns.block}").encode(),
+                         label_of("hotadd"))
+        after = self.guest.nvme_names()
+        self.assertEqual({a: n for a, (n, _) in after.items()}, {a: n for a, (n, _) in before.items()},
+                         "a controller was renamed")
+        self.assertEqual(after[self.ctrl(2).pci_address][1], sorted(["nvme2n1", ns.block]))
+
+    def test_hot_remove_and_replug(self) -> None:
+        c = self.ctrl(2)
+        ns = c.namespaces[0]
+        before = self.guest.nvme_names()
+        mark = self.guest.klog_mark()
+
+        self.vm.device_del(ns.dev_id)
+        self.wait_for_namespace_gone("nvme2", ns.nsid)
+        self.assert_rescanned_only(mark, "nvme2")
+        self.assertEqual(self.guest.controller_at(c.pci_address).name, "nvme2")
+        for other in ("nvme0n1", "nvme1n1"):
+            digest = self.guest.write_random(other, 64, 4)
+            self.assertEqual(self.guest.read_sha256(other, 64, 4), digest, f"I/O on {other} was disturbed")
+
+        mark = self.guest.klog_mark()
+        self.plug_namespace(ns.dev_id, ns.drive_id, ns.nsid, bus=c.dev_id)  # the drive stays after device_del
+        back = self.wait_for_namespace("nvme2", ns.nsid)
+        self.assert_rescanned_only(mark, "nvme2")
+        self.assertEqual(back.block, "nvme2n1")
+        self.assert_names_unchanged(before)
+        self.assertEqual(self.guest.check(f"head -c {len(ns.label)} /dev/nvme2n1").encode(), ns.label)
+
+    def test_namespace_level_swap(self) -> None:
+        """The sequence merged upstream: device_del, drive_del, drive_add a new file, device_add."""
+        c = self.ctrl(2)
+        ns = c.namespaces[0]
+        before = self.guest.nvme_names()
+        fresh = self.new_disk("swapped-in")
+
+        self.vm.device_del(ns.dev_id)
+        self.wait_for_namespace_gone("nvme2", ns.nsid)
+        self.vm.drive_del(ns.drive_id)
+        self.plug_namespace(ns.dev_id, ns.drive_id, ns.nsid, bus=c.dev_id, image=fresh)
+        self.wait_for_namespace("nvme2", ns.nsid)
+
+        self.assert_names_unchanged(before)
+        self.assertEqual(self.guest.check(f"head -c {len(label_of('swapped-in'))} /dev/nvme2n1").encode(),
+                         label_of("swapped-in"), "the guest does not read the new disk's content")
+
