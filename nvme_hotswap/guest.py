@@ -39,6 +39,12 @@ class Result:
         return self.rc == 0
 
 
+@dataclasses.dataclass(frozen=True)
+class ReadAttempt:
+    status: str            # "ok", "error" or "hung"
+    rc: int | None         # dd's exit code, None if it hung
+
+
 class GuestCommandError(AssertionError):
     """A guest command that had to succeed did not; the message carries its output."""
 
@@ -171,10 +177,26 @@ class Guest:
             f"set -o pipefail; dd if=/dev/{disk} bs={self.BLOCK} skip={offset_blocks} count={blocks} "
             "iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1", timeout).strip()
 
-    def try_read(self, disk: str, seconds: int = 10) -> Result:
-        """One O_DIRECT block read bounded by `seconds` (exit 124/143 means it hung)."""
-        return self.run(f"timeout {seconds} dd if=/dev/{disk} of=/dev/null bs={self.BLOCK} count=1 iflag=direct",
-                        timeout=seconds + 30)
+    def read_head(self, disk: str, length: int) -> bytes:
+        """The first `length` bytes of /dev/`disk`, read with O_DIRECT (never the page cache)."""
+        out = self.check(f"dd if=/dev/{disk} bs={self.BLOCK} count=1 iflag=direct 2>/dev/null | head -c {length}")
+        return out.encode()
+
+    def try_read(self, disk: str, seconds: float = 10.0) -> "ReadAttempt":
+        """One O_DIRECT block read, in the background so a read stuck in D state cannot wedge SSH.
+
+        Returns how it ended within `seconds`: "ok", "error" (with dd's exit code) or "hung"
+        (the reader is left behind; it cannot be killed while the I/O is stuck).
+        """
+        polls = max(1, int(seconds / 0.2))
+        out = self.check(
+            f"dd if=/dev/{disk} of=/dev/null bs={self.BLOCK} count=1 iflag=direct 2>/dev/null & p=$!; "
+            f"for i in $(seq {polls}); do kill -0 $p 2>/dev/null || {{ wait $p; echo rc=$?; exit 0; }}; "
+            "sleep 0.2; done; echo hung", timeout=seconds + 30).strip()
+        if out == "hung":
+            return ReadAttempt("hung", None)
+        rc = int(out.removeprefix("rc="))
+        return ReadAttempt("ok" if rc == 0 else "error", rc)
 
     # --- kernel log ------------------------------------------------------------------------
     def klog_mark(self) -> str:

@@ -24,8 +24,7 @@ class BootTopology(HotswapTest):
         """Each disk reads back the label written into its backing file: the wiring is right."""
         for c in self.topology.controllers:
             label = c.namespaces[0].label
-            head = self.guest.check(f"head -c {len(label)} /dev/nvme{c.index}n1")
-            self.assertEqual(head.encode(), label)
+            self.assertEqual(self.guest.read_head(f"nvme{c.index}n1", len(label)), label)
 
     def test_root_ports_have_aer_and_native_hotplug(self) -> None:
         """AER recovery and surprise removal need the AER service and pciehp on every root port."""

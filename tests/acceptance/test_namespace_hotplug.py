@@ -30,7 +30,7 @@ class NamespaceHotplug(HotswapTest):
         self.assertEqual(ns.size_bytes, 32 << 20)
         ident = self.guest.identify_namespace(ns.block)
         self.assertEqual(int(ident["nsze"]) * 512, 32 << 20, f"Identify Namespace of {ns.block}: {ident}")
-        self.assertEqual(self.guest.check(f"head -c {len(label_of('hotadd'))} /dev/{ns.block}").encode(),
+        self.assertEqual(self.guest.read_head(ns.block, len(label_of("hotadd"))),
                          label_of("hotadd"))
         after = self.guest.nvme_names()
         self.assertEqual({a: n for a, (n, _) in after.items()}, {a: n for a, (n, _) in before.items()},
@@ -57,7 +57,7 @@ class NamespaceHotplug(HotswapTest):
         self.assert_rescanned_only(mark, "nvme2")
         self.assertEqual(back.block, "nvme2n1")
         self.assert_names_unchanged(before)
-        self.assertEqual(self.guest.check(f"head -c {len(ns.label)} /dev/nvme2n1").encode(), ns.label)
+        self.assertEqual(self.guest.read_head("nvme2n1", len(ns.label)), ns.label)
 
     def test_namespace_level_swap(self) -> None:
         """The sequence merged upstream: device_del, drive_del, drive_add a new file, device_add."""
@@ -73,6 +73,6 @@ class NamespaceHotplug(HotswapTest):
         self.wait_for_namespace("nvme2", ns.nsid)
 
         self.assert_names_unchanged(before)
-        self.assertEqual(self.guest.check(f"head -c {len(label_of('swapped-in'))} /dev/nvme2n1").encode(),
+        self.assertEqual(self.guest.read_head("nvme2n1", len(label_of("swapped-in"))),
                          label_of("swapped-in"), "the guest does not read the new disk's content")
 

@@ -1,0 +1,41 @@
+"""The cover letter's sequence on q35 with its default ACPI PCI hotplug: AER recovery fails.
+
+This records which configuration the series needs: with ACPI hotplug the root port's link does
+not come back after the Surprise Down error, the guest reports `device recovery failed`, and
+I/O to the disk errors or hangs. The test passes when that documented behaviour is observed.
+"""
+from nvme_hotswap import klog
+from nvme_hotswap.testcase import HotswapTest
+
+RECOVERY_TIMEOUT_S = 30.0
+
+
+class AcpiHotplugRecovery(HotswapTest):
+    """drive_del / drive_insert / SDN with ACPI hotplug on the root ports: recovery fails.
+
+    :avocado: enable
+    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,acpi-hotplug,needs:drive_insert
+    """
+
+    native_pcie_hotplug = False
+
+    def test_recovery_fails(self) -> None:
+        c = self.ctrl(2)
+        ns = c.namespaces[0]
+        self.assertFalse(klog.find(self.guest.klog(), klog.PCIEHP_SLOT, port=c.port_pci_address),
+                         "pciehp drives the slot: this is not the ACPI hotplug configuration")
+        mark = self.guest.klog_mark()
+        self.vm.drive_del(ns.drive_id)
+        self.vm.drive_insert(ns.dev_id, ns.image)
+        self.vm.aer_inject(c.port_id, "SDN")
+
+        self.wait_for_klog(mark, klog.RECOVERY_FAILED, RECOVERY_TIMEOUT_S, port=c.port_pci_address)
+        lines = self.guest.klog_since(mark)
+        self.assertFalse(klog.find(lines, klog.RECOVERY_OK, port=c.port_pci_address))
+        self.assertFalse(klog.find(lines, klog.LINK_RESET_OK, port=c.port_pci_address))
+        read = self.guest.try_read("nvme2n1", seconds=10)
+        self.assertIn(read.status, ("error", "hung"), "nvme2n1 still reads after a failed recovery")
+        self.log.info("read of nvme2n1 after the failed recovery: %s", read)
+        (self.artifacts / "observed.txt").write_text(
+            f"ACPI hotplug: device recovery failed; a read of nvme2n1 then {read.status}"
+            + (f" (exit {read.rc})" if read.rc is not None else " (still blocked after 10 s)") + "\n")

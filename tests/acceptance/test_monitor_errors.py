@@ -1,0 +1,66 @@
+"""Bad monitor input gets a clear error naming what was wrong; QEMU runs on, the guest is untouched."""
+from pathlib import Path
+from typing import Callable
+
+from nvme_hotswap.machine import MonitorError
+from nvme_hotswap.testcase import HotswapTest
+from nvme_hotswap.topology import namespace_props
+
+
+class MonitorErrors(HotswapTest):
+    """Each wrong command is refused with a message naming the culprit; nothing else changes.
+
+    :avocado: enable
+    :avocado: tags=arch:x86_64,machine:q35,nvme,monitor
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.before = self.guest.nvme_names()
+        self.digest = self.guest.write_random("nvme1n1", 32, 4)
+
+    def assert_refused(self, call: Callable[[], object], *names: str) -> None:
+        with self.assertRaises(MonitorError) as refused:
+            call()
+        message = str(refused.exception)
+        self.log.info("refused as expected: %s", message)
+        for name in names:
+            self.assertIn(name, message, f"the error does not name {name!r}: {message}")
+        self.assertEqual(self.vm.qmp("query-status")["status"], "running")
+
+    def assert_guest_untouched(self) -> None:
+        self.assert_names_unchanged(self.before)
+        self.assertEqual(self.guest.read_sha256("nvme1n1", 32, 4), self.digest)
+
+    def test_stock_commands(self) -> None:
+        """device_del of an unknown id, AER injection at an unknown port (no series needed)."""
+        self.assert_refused(lambda: self.vm.qmp("device_del", id="nosuchdev"), "nosuchdev")
+        self.assert_refused(lambda: self.vm.aer_inject("nosuchport", "SDN"), "nosuchport")
+        self.assert_guest_untouched()
+
+    def test_drive_insert(self) -> None:
+        """Unknown device, a device that still has its medium, a missing file.
+
+        :avocado: tags=needs:drive_insert
+        """
+        ns1, ns2 = self.ctrl(1).namespaces[0], self.ctrl(2).namespaces[0]
+        self.assert_refused(lambda: self.vm.drive_insert("nosuchdev", ns1.image), "nosuchdev")
+        self.assert_refused(lambda: self.vm.drive_insert(ns1.dev_id, ns1.image), ns1.dev_id)
+        self.vm.drive_del(ns2.drive_id)
+        missing = Path("/nonexistent/nvme-hotswap.img")
+        self.assert_refused(lambda: self.vm.drive_insert(ns2.dev_id, missing), str(missing))
+        self.vm.drive_insert(ns2.dev_id, ns2.image)  # the right call still works afterwards
+        self.assertEqual(self.guest.nvme_names(), self.before)
+        self.assert_guest_untouched()
+
+    def test_namespace_device_add(self) -> None:
+        """A duplicate NSID, an unknown bus.
+
+        :avocado: tags=needs:nvme_ns_hotplug
+        """
+        self.vm.drive_add(f"if=none,id=spare,file={self.new_disk('spare')},format=raw")
+        self.assert_refused(lambda: self.vm.qmp("device_add", **namespace_props("dup", "spare", "nvme1", 1)),
+                            "1")
+        self.assert_refused(lambda: self.vm.qmp("device_add", **namespace_props("lost", "spare", "nosuchbus", 2)),
+                            "nosuchbus")
+        self.assert_guest_untouched()
