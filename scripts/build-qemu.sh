@@ -6,13 +6,16 @@
 # own quilt patches apply; or QEMU_SRC=/path/to/a/qemu/git/checkout. The series in
 # PATCHES (a folder with a `series` file; default patches/, or `none`) is applied with git am,
 # so a patch that does not apply fails with its name. The build is cached under
-# $CACHE_ROOT/qemu/<key>, key = hash(source identity, patch contents, configure flags, this script).
+# $CACHE_ROOT/qemu/<key>, key = hash(source identity, patch contents, configure flags, RECIPE).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
 . "$here/lib.sh"
 
 QEMU_DEB_VERSION=${QEMU_DEB_VERSION:-1:10.2.2+ds-1}
+# Bump when a change to this script changes what it builds (the cache key does not hash the script,
+# so fixes to logging or messages do not cost a rebuild).
+RECIPE=1
 MESON_VERSION=1.9.1
 PYCOTAP_VERSION=1.3.1
 PATCHES=${PATCHES:-$top/patches}
@@ -43,7 +46,7 @@ else
 fi
 
 key=$( { echo "$source_id"; echo "${CONFIGURE_FLAGS[*]}"; echo "meson=$MESON_VERSION pycotap=$PYCOTAP_VERSION";
-         cat "$0"; for p in "${patch_files[@]}"; do basename "$p"; cat "$p"; done; } | sha256_of_stdin)
+         echo "recipe=$RECIPE"; for p in "${patch_files[@]}"; do basename "$p"; cat "$p"; done; } | sha256_of_stdin)
 out="$CACHE_ROOT/qemu/$key"
 # One builder per key: a second run (another checkout, CI, a helper) waits for the first.
 mkdir -p "$CACHE_ROOT/qemu"
