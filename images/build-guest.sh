@@ -47,8 +47,9 @@ PACKAGES=(
   zlib1g=1:1.2.13.dfsg-1
 )
 # Kernel modules to ship (their dependencies are added). AER, pcieport, pciehp, DPC, devtmpfs,
-# 8250 and PVH are built into this kernel; nvme, nvme-core and virtio are modules.
-MODULES=(nvme nvme-core crc64_rocksoft_generic crct10dif_pclmul crct10dif_generic virtio_pci virtio_net)
+# 8250 and PVH are built into this kernel; nvme, nvme-core and virtio are modules (virtio_blk: a
+# disk whose device model honours rerror/werror, which hw/nvme does not).
+MODULES=(nvme nvme-core crc64_rocksoft_generic crct10dif_pclmul crct10dif_generic virtio_pci virtio_net virtio_blk)
 BINARIES=(usr/sbin/nvme usr/sbin/dropbear bin/kmod)
 EMBEDDED=("$here/init.sh" "$here/udhcpc.script")
 COMPRESS=${GUEST_COMPRESS:-gzip}

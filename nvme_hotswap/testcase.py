@@ -105,8 +105,13 @@ class HotswapTest(avocado.Test):
         return [f"guest kernel log reports trouble:\n{e}" for e in klog.trouble(lines)]
 
     # --- booting ---------------------------------------------------------------------------
+    def extra_qemu_args(self) -> list[str]:
+        """Devices a test class adds to the topology (none by default)."""
+        return []
+
     def boot(self) -> None:
         args = guest_qemu_args(self.accel, self.topology, self.native_pcie_hotplug, self.extra_kernel_args)
+        args += self.extra_qemu_args()
         self.vm, self.guest, self.boot_seconds = boot_guest(args, self.artifacts)
         self.log.info("guest up over SSH %.2f s after QEMU started (%s)", self.boot_seconds, self.accel.accel)
 

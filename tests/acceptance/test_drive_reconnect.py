@@ -1,7 +1,7 @@
 """The cover letter's sequence: drive_del, drive_insert, pcie_aer_inject_error SDN; names stay."""
 from nvme_hotswap import klog
 from nvme_hotswap.testcase import HotswapTest
-from nvme_hotswap.topology import image_sha256, label_of
+from nvme_hotswap.topology import drive_option, image_sha256, label_of
 
 RECOVERY_TIMEOUT_S = 30.0
 PATTERN_AT, PATTERN_BLOCKS = 256, 16      # 4 KiB blocks: 1 MiB into the disk, 64 KiB long
@@ -81,3 +81,30 @@ class DriveReconnect(HotswapTest):
                             "the old disk's pattern still reads back from the replacement")
         new = self.guest.write_random("nvme2n1", PATTERN_AT, 4)
         self.assertEqual(image_sha256(fresh, PATTERN_AT, 4), new, "a write after recovery did not reach the new file")
+
+    def extra_qemu_args(self) -> list[str]:
+        """A virtio-blk disk next to the NVMe ones: hw/nvme ignores rerror/werror, virtio-blk honours
+        them, so the error policy that reconnection must restore is observable there."""
+        self.vdisk = self.new_disk("virtio")
+        return ["-drive", drive_option("vdrv", self.vdisk), "-device", "virtio-blk-pci,id=vblk,drive=vdrv"]
+
+    def test_error_policy_restored(self) -> None:
+        """drive_del sets the error policy to "report"; reconnecting must restore the drive's own.
+
+        -drive's default werror is "enospc": an ENOSPC on write stops the VM. The reconnected node
+        fails the first write with ENOSPC (blkdebug), so BLOCK_IO_ERROR says which policy is in force.
+
+        :avocado: tags=needs:reconnect_qmp
+        """
+        self.vm.drive_del("vdrv")
+        self.vm.qmp("blockdev-add", driver="raw", **{"node-name": "faulty"},
+                    file={"driver": "blkdebug", "image": {"driver": "file", "filename": str(self.vdisk)},
+                          "inject-error": [{"event": "write_aio", "errno": 28, "once": True}]})
+        self.vm.qmp("x-blockdev-reconnect", id="/machine/peripheral/vblk/virtio-backend", **{"node-name": "faulty"})
+        self.guest.spawn("dd if=/dev/zero of=/dev/vda bs=4096 count=1 oflag=direct")
+        event = self.vm.event_wait("BLOCK_IO_ERROR", 30)
+        self.assertEqual((event["data"]["operation"], event["data"]["action"]), ("write", "stop"),
+                         f"the drive's werror=enospc was not restored: {event['data']}")
+        self.assertEqual(self.vm.qmp("query-status")["status"], "io-error")
+        self.vm.qmp("cont")  # the error fired once: the retried write goes through
+        self.assertEqual(self.vm.qmp("query-status")["status"], "running")
