@@ -43,6 +43,7 @@ class NamespaceInfo:
     controller: str    # nvme2
     nsid: int
     size_bytes: int
+    entry: str = ""    # the name under the controller: nvme2c2n1 (a multipath path node) or nvme2n1
 
 
 def parse_controllers(text: str) -> list[ControllerInfo]:
@@ -76,7 +77,8 @@ def parse_namespaces(text: str) -> list[NamespaceInfo]:
         if f[0] != "ns" or len(f) < 5:
             continue
         out.append(NamespaceInfo(block=block_device_of(f[2]), controller=f[1],
-                                 nsid=int(f[3]) if f[3].strip() else 0, size_bytes=int(f[4]) * 512))
+                                 nsid=int(f[3]) if f[3].strip() else 0, size_bytes=int(f[4]) * 512,
+                                 entry=f[2]))
     return sorted(out, key=lambda n: _natural(n.block))
 
 

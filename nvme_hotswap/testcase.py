@@ -28,6 +28,9 @@ from .wait import wait_until
 
 
 
+RECOVERY_TIMEOUT_S = 30.0   # AER injection to "device recovery successful" (0.2-0.7 s seen here)
+
+
 class HotswapTest(avocado.Test):
     """Boots `controllers` NVMe controllers behind root ports; subclasses state the intent.
 
@@ -139,6 +142,47 @@ class HotswapTest(avocado.Test):
     def wait_for_namespace_gone(self, controller: str, nsid: int, timeout: float = 20.0) -> None:
         wait_until(lambda: self.guest.namespace(controller, nsid) is None, timeout,
                    f"NSID {nsid} to disappear from {controller} in the guest")
+
+    def swap_drive(self, index: int, image: Path) -> str:
+        """The cover letter's sequence on controller `index`: drive_del (guest I/O now fails),
+        drive_insert `image`, pcie_aer_inject_error SDN, then the guest's AER recovery. Returns the
+        kernel-log mark taken before the pull."""
+        c = self.ctrl(index)
+        ns = c.namespaces[0]
+        disk = self.guest.namespace(c.dev_id, ns.nsid).block
+        mark = self.guest.klog_mark()
+        self.vm.drive_del(ns.drive_id)
+        self.assert_io_fails(disk)
+        self.vm.drive_insert(ns.dev_id, image)
+        self.vm.aer_inject(c.port_id, "SDN")
+        self.assert_aer_recovery(mark, index)
+        return mark
+
+    def namespace_swap(self, index: int, image: Path) -> None:
+        """The namespace-level sequence merged upstream: device_del, drive_del, drive_add, device_add."""
+        c = self.ctrl(index)
+        ns = c.namespaces[0]
+        self.vm.device_del(ns.dev_id)
+        self.wait_for_namespace_gone(c.dev_id, ns.nsid)
+        self.vm.drive_del(ns.drive_id)
+        self.plug_namespace(ns.dev_id, ns.drive_id, ns.nsid, bus=c.dev_id, image=image)
+        self.wait_for_namespace(c.dev_id, ns.nsid)
+
+    def assert_io_fails(self, disk: str) -> None:
+        """With the drive pulled, guest I/O fails promptly with an error; it does not hang."""
+        self.assertEqual(self.guest.try_read(disk, seconds=10).status, "error",
+                         f"a read of {disk} with its drive pulled did not fail promptly")
+
+    def assert_aer_recovery(self, mark: str, index: int) -> None:
+        """The guest logged the fatal error on the port, reset the controller and recovered."""
+        c = self.ctrl(index)
+        self.wait_for_klog(mark, klog.RECOVERY_OK, RECOVERY_TIMEOUT_S, port=c.port_pci_address)
+        lines = self.guest.klog_since(mark)
+        for template, names in [(klog.AER_FATAL_RECEIVED, {"port": c.port_pci_address}), (klog.AER_SDES, {}),
+                                (klog.NVME_FROZEN, {"ctrl": c.dev_id}), (klog.NVME_SLOT_RESET, {"ctrl": c.dev_id})]:
+            self.assertTrue(klog.find(lines, template, **names),
+                            f"no /{klog.pattern(template, **names).pattern}/ in the guest log after the injection")
+        self.assertFalse(klog.find(lines, klog.RECOVERY_FAILED, port=c.port_pci_address))
 
     def wait_for_klog(self, mark: str, template: str, timeout: float = 30.0, **names: str) -> list[KernelLine]:
         """Wait until the guest kernel log after `mark` has a line matching `template`."""

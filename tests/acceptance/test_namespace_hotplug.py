@@ -61,16 +61,10 @@ class NamespaceHotplug(HotswapTest):
 
     def test_namespace_level_swap(self) -> None:
         """The sequence merged upstream: device_del, drive_del, drive_add a new file, device_add."""
-        c = self.ctrl(2)
-        ns = c.namespaces[0]
         before = self.guest.nvme_names()
         fresh = self.new_disk("swapped-in")
 
-        self.vm.device_del(ns.dev_id)
-        self.wait_for_namespace_gone("nvme2", ns.nsid)
-        self.vm.drive_del(ns.drive_id)
-        self.plug_namespace(ns.dev_id, ns.drive_id, ns.nsid, bus=c.dev_id, image=fresh)
-        self.wait_for_namespace("nvme2", ns.nsid)
+        self.namespace_swap(2, fresh)
 
         self.assert_names_unchanged(before)
         self.assertEqual(self.guest.read_head("nvme2n1", len(label_of("swapped-in"))),

@@ -44,6 +44,10 @@ class ParseNamespaces(unittest.TestCase):
         self.assertEqual(guestfacts.block_device_of("nvme12c3n4"), "nvme12n4")
         self.assertEqual(guestfacts.block_device_of("nvme1n1"), "nvme1n1")
 
+    def test_entry_keeps_the_path_node_name(self) -> None:
+        self.assertEqual([n.entry for n in guestfacts.parse_namespaces(NAMESPACES)],
+                         ["nvme0c0n1", "nvme2n1", "nvme2c3n2"])
+
 
 class ParseDmesg(unittest.TestCase):
     def test_timestamps_and_untimed_lines(self) -> None:

@@ -1,0 +1,64 @@
+"""The series author's configuration: an nvme-subsys per controller, with and without multipath.
+
+Both hot-swap sequences keep the names in both modes. What the kernel names differs: with native
+multipath the controller carries a hidden path node (nvme2c2n1) under the subsystem's disk
+(nvme2n1); with nvme_core.multipath=N the controller carries the disk itself.
+"""
+from nvme_hotswap.testcase import HotswapTest
+from nvme_hotswap.topology import label_of
+
+
+class SubsystemSwap(HotswapTest):
+    """Both sequences on nvme2 in its own nvme-subsys; subclasses choose the multipath mode.
+
+    :avocado: disable
+    """
+
+    __test__ = False
+    subsys = True
+    multipath = "Y"
+
+    def assert_kernel_naming(self) -> None:
+        self.assertEqual(self.guest.check("cat /sys/module/nvme_core/parameters/multipath").strip(), self.multipath)
+        ns = self.guest.namespace("nvme2", 1)
+        self.assertEqual(ns.block, "nvme2n1")
+        self.assertEqual(ns.entry, "nvme2c2n1" if self.multipath == "Y" else "nvme2n1")
+
+    def test_drive_reconnect(self) -> None:
+        self.assert_kernel_naming()
+        before = self.guest.nvme_names()
+        digest = self.guest.write_random("nvme2n1", 256, 4)
+        self.swap_drive(2, self.ctrl(2).namespaces[0].image)
+        self.assert_names_unchanged(before)
+        self.assert_kernel_naming()
+        self.assertEqual(self.guest.read_sha256("nvme2n1", 256, 4), digest)
+
+    def test_namespace_swap(self) -> None:
+        self.assert_kernel_naming()
+        before = self.guest.nvme_names()
+        self.namespace_swap(2, self.new_disk("swapped-in"))
+        self.assert_names_unchanged(before)
+        self.assert_kernel_naming()
+        self.assertEqual(self.guest.read_head("nvme2n1", len(label_of("swapped-in"))), label_of("swapped-in"))
+
+
+class SubsystemMultipathOn(SubsystemSwap):
+    """Debian's default: native NVMe multipath.
+
+    :avocado: enable
+    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,subsys,multipath,needs:drive_insert,needs:nvme_ns_hotplug
+    """
+
+    __test__ = True
+
+
+class SubsystemMultipathOff(SubsystemSwap):
+    """As the cover letter was tested: nvme_core.multipath=N.
+
+    :avocado: enable
+    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,subsys,needs:drive_insert,needs:nvme_ns_hotplug
+    """
+
+    __test__ = True
+    multipath = "N"
+    extra_kernel_args = "nvme_core.multipath=N"
