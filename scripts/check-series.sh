@@ -20,7 +20,9 @@ PATCHES=${PATCHES:-$top/patches}
 [ -f "$PATCHES/series" ] || die "no series file in $PATCHES"
 TARGET_BIN=${TARGET_BIN:-qemu-system-x86_64}
 QTEST_TIMEOUT=${QTEST_TIMEOUT:-300}
-logdir=$(mktemp -d "${TMPDIR:-/tmp}/check-series.XXXXXX")
+# Logs go with the other results (results/check-series/<UTC time>/), not to a temporary folder.
+logdir="${RESULTS_DIR:-$top/results}/check-series/$(date -u +%Y-%m-%dT%H%M%SZ)"
+mkdir -p "$logdir"
 
 failed=0
 summary=()
