@@ -7,6 +7,8 @@
 # PATCHES (a folder with a `series` file; default patches/, or `none`) is applied with git am,
 # so a patch that does not apply fails with its name. The build is cached under
 # $CACHE_ROOT/qemu/<key>, key = hash(source identity, patch contents, configure flags, RECIPE).
+# MUTANT=<name> then applies patches/mutants/<name>.diff (git apply), a deliberately broken
+# variant for the mutation check; its content goes into the key, so each mutant is cached apart.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -36,6 +38,12 @@ if [ "$PATCHES" != none ]; then
   done < "$PATCHES/series"
 fi
 
+mutant_file=
+if [ -n "${MUTANT:-}" ]; then
+  mutant_file=$top/patches/mutants/$MUTANT.diff
+  [ -f "$mutant_file" ] || die "mutant $MUTANT: no such file $mutant_file"
+fi
+
 # --- source identity -----------------------------------------------------------------------------
 if [ -n "${QEMU_SRC:-}" ]; then
   QEMU_SRC=$(cd "$QEMU_SRC" && pwd) || die "QEMU_SRC=$QEMU_SRC is not a directory"
@@ -46,14 +54,15 @@ else
 fi
 
 key=$( { echo "$source_id"; echo "${CONFIGURE_FLAGS[*]}"; echo "meson=$MESON_VERSION pycotap=$PYCOTAP_VERSION";
-         echo "recipe=$RECIPE"; for p in "${patch_files[@]}"; do basename "$p"; cat "$p"; done; } | sha256_of_stdin)
+         echo "recipe=$RECIPE"; for p in "${patch_files[@]}"; do basename "$p"; cat "$p"; done;
+         if [ -n "$mutant_file" ]; then echo "mutant=$MUTANT"; cat "$mutant_file"; fi; } | sha256_of_stdin)
 out="$CACHE_ROOT/qemu/$key"
 # One builder per key: a second run (another checkout, CI, a helper) waits for the first.
 mkdir -p "$CACHE_ROOT/qemu"
 exec 9>"$out.lock"
 flock -n 9 || { log "another build of $key is running; waiting for it"; flock 9; }
 if [ -x "$out/build/$binary_name" ] && [ -f "$out/DONE" ]; then
-  log "cached build $key ($source_id, ${#patch_files[@]} patches)"
+  log "cached build $key ($source_id, ${#patch_files[@]} patches${MUTANT:+, mutant $MUTANT})"
   echo "$out/build/$binary_name"
   exit 0
 fi
@@ -107,11 +116,17 @@ for p in "${patch_files[@]}"; do
   git -C "$out/src" -c user.name=build -c user.email=build@localhost am -q --keep-cr "$p" >&2 \
     || { git -C "$out/src" am --abort >/dev/null 2>&1 || true; die "patch $(basename "$p") does not apply on $source_id"; }
 done
+if [ -n "$mutant_file" ]; then
+  log "applying mutant $MUTANT"
+  git -C "$out/src" apply "$mutant_file" >&2 || die "mutant $MUTANT ($mutant_file) does not apply on the series"
+fi
 
 # --- build ---------------------------------------------------------------------------------------
 # ccache (meson picks it up) makes a rebuild after a one-patch change cost minutes less; paths
 # are made relative to the build's folder so builds under different keys share the cache.
+# QEMU's configure names the compiler itself, so ccache comes in through Debian's masquerade links.
 export CCACHE_DIR="$CACHE_ROOT/ccache" CCACHE_BASEDIR="$out" CCACHE_NOHASHDIR=true CCACHE_MAXSIZE=5G
+[ -d /usr/lib/ccache ] && export PATH="/usr/lib/ccache:$PATH"
 mkdir -p "$out/build"
 log "configure ${CONFIGURE_FLAGS[*]} (log: $out/build.log)"
 ( cd "$out/build" && ../src/configure --python="$buildenv/bin/python3" \
@@ -119,7 +134,8 @@ log "configure ${CONFIGURE_FLAGS[*]} (log: $out/build.log)"
 log "ninja $binary_name"
 ninja -C "$out/build" "$binary_name" >>"$out/build.log" 2>&1 || { tail -40 "$out/build.log" >&2; die "build failed; see $out/build.log"; }
 end=$(date +%s)
-{ echo "source=$source_id"; echo "patches=${#patch_files[@]}"; echo "build_seconds=$((end-start))"; } > "$out/DONE"
+{ echo "source=$source_id"; echo "patches=${#patch_files[@]}"; echo "build_seconds=$((end-start))";
+  [ -z "$mutant_file" ] || echo "mutant=$MUTANT sha256=$(sha256sum "$mutant_file" | cut -c1-16)"; } > "$out/DONE"
 for p in "${patch_files[@]}"; do echo "patch=$(basename "$p") sha256=$(sha256sum "$p" | cut -c1-16)"; done >> "$out/DONE"
 log "built in $((end-start)) s"
 echo "$out/build/$binary_name"
