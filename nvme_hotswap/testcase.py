@@ -205,6 +205,7 @@ def _record_environment(caps: capabilities.Capabilities, choice: accel.AccelChoi
     manifest = guest_dir / "manifest.json"
     results.record_environment({
         "qemu": caps.qemu, "qemu_version": caps.version, "capabilities": caps.as_dict(),
+        "qemu_build": _build_record(Path(caps.qemu)),
         "accelerator": choice.accel, "accelerator_reason": choice.reason,
         "guest_dir": str(guest_dir),
         "guest": json.loads(manifest.read_text()) if manifest.exists() else None,
@@ -212,3 +213,15 @@ def _record_environment(caps: capabilities.Capabilities, choice: accel.AccelChoi
         "packages": {p: importlib.metadata.version(p)
                      for p in ("avocado-framework", "qemu.qmp", "paramiko", "pytest")},
     })
+
+
+def _build_record(binary: Path) -> dict[str, str] | str:
+    """Where our build came from (source, patches with their hashes), from its cache entry's DONE."""
+    done = binary.parent.parent / "DONE"
+    if not done.is_file():
+        return "not built by scripts/build-qemu.sh (QEMU= given)"
+    record: dict[str, str] = {}
+    for line in done.read_text().splitlines():
+        key, _, value = line.partition("=")
+        record[key] = value if key not in record else f"{record[key]}; {value}"
+    return record

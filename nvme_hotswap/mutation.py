@@ -1,0 +1,160 @@
+"""Mutation check: the series scenarios must catch deliberately broken variants of our series.
+
+For each patches/mutants/<name>.diff: build QEMU with the series plus that diff
+(`MUTANT=<name> scripts/build-qemu.sh`, cached like any build), run the scenarios that need the
+series against it (`-x`: the first failure is enough) and call the mutant killed when at least one
+test failed or errored (a cancel/skip does not count). Writes mutation.json and mutation.md into
+this run's results folder, each mutant's own run under mutants/<name>/. Exits non-zero unless
+every mutant is killed, or when a mutant does not apply or does not build.
+
+    .venv/bin/python -m nvme_hotswap.mutation            # every mutant (make check-mutants)
+    MUTANTS="no-aen-on-plug unplug-keeps-nsid" ...       # only these
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from . import config, results
+
+ROOT = config.ROOT
+MUTANTS_DIR = ROOT / "patches" / "mutants"
+SELECT = "needs_nvme_ns_hotplug or needs_drive_insert or needs_reconnect_qmp"
+
+
+def description(diff: Path) -> str:
+    """What the mutant breaks: its leading `# ` comment lines from `Breaks:` on (all of them if none)."""
+    lines = []
+    for line in diff.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    text = " ".join(lines)
+    return text[text.index("Breaks:") + len("Breaks:"):].strip() if "Breaks:" in text else text
+
+
+def junit_outcome(path: Path) -> dict[str, object]:
+    """Tests run, failed (failures + errors) and the first failing test of a pytest junit.xml."""
+    run, failed, first = 0, 0, ""
+    for case in ET.parse(path).getroot().iter("testcase"):
+        if case.find("skipped") is not None:
+            continue
+        run += 1
+        bad = case.find("failure")
+        if bad is None:
+            bad = case.find("error")
+        if bad is not None:
+            failed += 1
+            if not first:
+                msg = (bad.get("message") or "").splitlines()[0][:160] if bad.get("message") else bad.tag
+                first = f"{case.get('classname', '').rsplit('.', 1)[-1]}.{case.get('name')}: {msg}"
+    return {"tests_run": run, "failed": failed, "first_failure": first}
+
+
+def run_logged(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, str]:
+    """Run `cmd` with stdout+stderr into `log`; return its exit status and last stdout line.
+    On Ctrl-C/SIGTERM the child is ended by its PID (pytest then ends its QEMUs by PID)."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=out, text=True)
+        try:
+            stdout, _ = proc.communicate()
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=120)
+        out.write(stdout)
+    lines = stdout.strip().splitlines()
+    return proc.returncode, lines[-1] if lines else ""
+
+
+def check(name: str, diff: Path, folder: Path, guest: str) -> dict[str, object]:
+    row: dict[str, object] = {"mutant": name, "breaks": description(diff), "tests_run": 0, "failed": 0,
+                              "first_failure": "", "killed": False, "build_seconds": 0, "test_seconds": 0}
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in (results.RUN_DIR_ENV, "QEMU", "PYTEST_ADDOPTS")}
+
+    start = time.monotonic()
+    rc, binary = run_logged(["bash", "scripts/build-qemu.sh"], {**env, "MUTANT": name}, folder / "build.log")
+    row["build_seconds"] = round(time.monotonic() - start)
+    row["build_cached"] = "cached build" in (folder / "build.log").read_text()
+    if rc != 0 or not Path(binary).is_file():
+        row["error"] = f"mutant {name} does not apply or does not build (see {folder / 'build.log'})"
+        return row
+    row["qemu"] = binary
+
+    start = time.monotonic()
+    rc, _ = run_logged([sys.executable, "-m", "pytest", "tests/acceptance", "-x", "-m", SELECT,
+                        "-p", "no:cacheprovider"],
+                       {**env, "QEMU": binary, "GUEST_DIR": guest, "RESULTS_DIR": str(folder)},
+                       folder / "pytest.log")
+    row["test_seconds"] = round(time.monotonic() - start)
+    junit = folder / "latest" / "junit.xml"
+    if not junit.is_file():
+        row["error"] = f"pytest (exit {rc}) wrote no {junit}; see {folder / 'pytest.log'}"
+        return row
+    row.update(junit_outcome(junit))
+    row["killed"] = row["failed"] > 0
+    return row
+
+
+def table(rows: list[dict[str, object]]) -> str:
+    head = ["mutant", "what it breaks", "tests run", "failed", "first failing test", "killed",
+            "build s", "test s"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        first = r.get("error") or r["first_failure"] or "-"
+        build = f"{r['build_seconds']}{' (cached)' if r.get('build_cached') else ''}"
+        cells = [r["mutant"], r["breaks"], r["tests_run"], r["failed"], first,
+                 "yes" if r["killed"] else "**NO**", build, r["test_seconds"]]
+        out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _terminate(signum, frame):  # noqa: ANN001 - signal handler signature
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    wanted = os.environ.get("MUTANTS", "").split()
+    diffs = sorted(MUTANTS_DIR.glob("*.diff"))
+    if wanted:
+        unknown = set(wanted) - {d.stem for d in diffs}
+        if unknown:
+            print(f"no such mutant: {', '.join(sorted(unknown))} (in {MUTANTS_DIR})", file=sys.stderr)
+            return 2
+        diffs = [d for d in diffs if d.stem in wanted]
+    if not diffs:
+        print(f"no mutants in {MUTANTS_DIR}", file=sys.stderr)
+        return 2
+    run = results.run_dir()
+    guest = str(config.guest_dir())
+    rows = []
+    for diff in diffs:
+        print(f"mutant {diff.stem}: building and running the scenarios ...", flush=True)
+        row = check(diff.stem, diff, run / "mutants" / diff.stem, guest)
+        rows.append(row)
+        verdict = row.get("error") or ("killed by " + str(row["first_failure"]) if row["killed"]
+                                       else f"SURVIVED {row['tests_run']} tests")
+        print(f"mutant {diff.stem}: {verdict} (build {row['build_seconds']} s, tests {row['test_seconds']} s)",
+              flush=True)
+    (run / "mutation.json").write_text(json.dumps(rows, indent=2) + "\n")
+    md = table(rows)
+    (run / "mutation.md").write_text("# Mutation check\n\n" + md)
+    print("\n" + md + f"\nresults: {run / 'mutation.md'} (also results/latest)")
+    bad = [r["mutant"] for r in rows if not r["killed"]]
+    if bad:
+        print(f"mutation check FAILED: not killed: {', '.join(map(str, bad))}", file=sys.stderr)
+        return 1
+    print(f"mutation check passed: all {len(rows)} mutants killed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
