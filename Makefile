@@ -10,11 +10,12 @@ PYTEST_ARGS ?=
 RESOLVE_QEMU = $${QEMU:-$$(bash scripts/build-qemu.sh | tail -n 1)}
 RESOLVE_GUEST = $${GUEST_DIR:-$$(bash images/build-guest.sh | tail -n 1)}
 
-.PHONY: help venv host-deps qemu qemu-unpatched guest check check-unit check-series check-acceptance evidence bench clean
+.PHONY: help venv host-deps qemu qemu-unpatched guest check check-unit check-series check-acceptance check-mutants evidence bench clean
 
 help:
 	@echo "make check-acceptance  build what is missing, run tests/acceptance, write the evidence report"
-	@echo "make check             the project's own tests: unit tests, the series' QEMU tests, acceptance"
+	@echo "make check             the project's own tests: unit tests, the series' QEMU tests, acceptance, mutants"
+	@echo "make check-mutants     mutation check: every broken variant in patches/mutants/ must fail a scenario"
 	@echo "make qemu              build (or find) patched QEMU; prints the binary path last"
 	@echo "make qemu-unpatched    the same QEMU without our series (for comparisons)"
 	@echo "make guest             build (or find) the guest; prints its directory last"
@@ -56,7 +57,12 @@ check-acceptance: venv
 evidence: venv
 	$(PY) -m nvme_hotswap.evidence
 
-check: check-unit check-series check-acceptance
+# Builds each patches/mutants/<name>.diff on top of the series (cached) and runs the series
+# scenarios against it; fails unless every mutant is caught (README.md, "Mutation check").
+check-mutants: venv
+	$(PY) -m nvme_hotswap.mutation
+
+check: check-unit check-series check-acceptance check-mutants
 
 bench: venv
 	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) bench/bench.py
