@@ -90,6 +90,9 @@ if [ -n "${QEMU_SRC:-}" ]; then
   for d in "$QEMU_SRC"/subprojects/*/; do
     [ -d "$d" ] && [ ! -e "$out/src/subprojects/$(basename "$d")" ] && cp -a "$d" "$out/src/subprojects/"
   done
+  for sp in keycodemapdb berkeley-softfloat-3 berkeley-testfloat-3; do
+    [ -e "$out/src/subprojects/$sp/meson.build" ] || die "QEMU_SRC=$QEMU_SRC lacks the meson subproject $sp and this machine cannot download it: run 'meson subprojects download' (or one build) in your tree where the network reaches gitlab.com, then retry"
+  done
 else
   srcdir="$CACHE_ROOT/src/qemu-$QEMU_DEB_VERSION"
   if [ ! -f "$srcdir/.unpacked" ]; then
