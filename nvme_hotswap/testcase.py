@@ -47,16 +47,17 @@ class HotswapTest(avocado.Test):
 
     def __init__(self, methodName: str = "test", name: Any = None, params: Any = None,
                  base_logdir: str | None = None, config: Any = None, tags: Any = None) -> None:
-        # Under pytest: the test's folder in this run's results. pytest also instantiates the
-        # class as "runTest" while collecting; that instance keeps avocado's own temporary folder.
-        if base_logdir is None and hasattr(type(self), methodName):
-            base_logdir = str(results.test_dir(f"{type(self).__module__}.{type(self).__name__}.{methodName}"))
+        # Under avocado the runner gives each test its log folder; under pytest (base_logdir None)
+        # the artifacts go to this run's results folder, made in setUp: pytest also instantiates
+        # test classes while collecting, which must not create folders.
+        self._under_avocado_runner = base_logdir is not None
         super().__init__(methodName, name=name, params=params, base_logdir=base_logdir,
                          config=config, tags=tags)
 
     # --- setup / teardown ------------------------------------------------------------------
     def setUp(self) -> None:
-        self.artifacts = Path(self.logdir)
+        self.artifacts = (Path(self.logdir) if self._under_avocado_runner else
+                          results.test_dir(f"{type(self).__module__}.{type(self).__name__}.{self._testMethodName}"))
         self.vm: QemuMachine | None = None
         self.guest: Guest | None = None
         self._log_handler = logging.FileHandler(self.artifacts / "test.log")

@@ -72,7 +72,8 @@ class DriveReconnect(HotswapTest):
                     file={"driver": "blkdebug", "image": {"driver": "file", "filename": str(self.vdisk)},
                           "inject-error": [{"event": "write_aio", "errno": 28, "once": True}]})
         self.vm.qmp("x-blockdev-reconnect", id="/machine/peripheral/vblk/virtio-backend", **{"node-name": "faulty"})
-        self.guest.spawn("dd if=/dev/zero of=/dev/vda bs=4096 count=1 oflag=direct")
+        # The write pauses the VM: let spawn() get its answer over SSH before it happens.
+        self.guest.spawn("sh -c 'sleep 1; exec dd if=/dev/zero of=/dev/vda bs=4096 count=1 oflag=direct'")
         event = self.vm.event_wait("BLOCK_IO_ERROR", 30)
         self.assertEqual((event["data"]["operation"], event["data"]["action"]), ("write", "stop"),
                          f"the drive's werror=enospc was not restored: {event['data']}")
