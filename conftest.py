@@ -2,7 +2,7 @@
 
 - `:avocado: tags=` docstring tags become markers (select with `-m nvme`, `-m needs_drive_insert`).
 - avocado's `self.cancel(reason)` becomes a pytest skip with that reason.
-- Every run writes results/<UTC timestamp>/ (JUnit XML there by default) and results/latest.
+- Every run writes results/<UTC timestamp>/ (JUnit XML and TAP there by default) and results/latest.
 - SIGTERM ends the run like Ctrl-C, so every test's teardown ends its QEMU by PID; any QEMU
   still alive at the end is killed by PID and fails the run.
 """
@@ -14,7 +14,7 @@ import signal
 import pytest
 from avocado.core.exceptions import TestCancel
 
-from nvme_hotswap import machine, results, tags
+from nvme_hotswap import machine, results, tags, tap
 
 
 def _terminate(signum, frame):  # noqa: ANN001 - signal handler signature
@@ -28,6 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
         run = results.run_dir()
         if not config.option.xmlpath:
             config.option.xmlpath = str(run / "junit.xml")
+        config.pluginmanager.register(tap.TapWriter(run / "results.tap"), "nvme_hotswap_tap")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

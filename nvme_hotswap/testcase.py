@@ -77,6 +77,7 @@ class HotswapTest(avocado.Test):
         self.topology = Topology.create(self.artifacts / "disks", controllers=self.controllers,
                                         namespaces_per_controller=self.namespaces_per_controller,
                                         subsys=self.subsys)
+        (self.artifacts / "topology.json").write_text(json.dumps(self.topology.as_dict(self.native_pcie_hotplug), indent=2) + "\n")
         self.boot()
 
     def tearDown(self) -> None:

@@ -97,6 +97,15 @@ class Topology:
     def controller(self, index: int) -> ControllerSpec:
         return self.controllers[index]
 
+    def as_dict(self, native_pcie_hotplug: bool) -> dict[str, object]:
+        """The devices as booted, for topology.json next to a test's other artifacts."""
+        return {"native_pcie_hotplug": native_pcie_hotplug, "controllers": [
+            {"id": c.dev_id, "serial": c.serial, "port": c.port_id, "port_pci_address": c.port_pci_address,
+             "pci_address": c.pci_address, "subsys": c.subsys_id if c.subsys else None,
+             "namespaces": [{"id": ns.dev_id, "drive": ns.drive_id, "nsid": ns.nsid, "image": str(ns.image),
+                             "size_bytes": ns.size_bytes} for ns in c.namespaces]}
+            for c in self.controllers]}
+
     def qemu_args(self) -> list[str]:
         args: list[str] = []
         for c in self.controllers:
