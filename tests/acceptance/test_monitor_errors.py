@@ -60,7 +60,7 @@ class MonitorErrors(HotswapTest):
         """
         self.vm.drive_add(f"if=none,id=spare,file={self.new_disk('spare')},format=raw")
         self.assert_refused(lambda: self.vm.qmp("device_add", **namespace_props("dup", "spare", "nvme1", 1)),
-                            "1")
+                            "namespace id '1'")  # QEMU's existing wording for a taken NSID (hw/nvme/ns.c)
         self.assert_refused(lambda: self.vm.qmp("device_add", **namespace_props("lost", "spare", "nosuchbus", 2)),
                             "nosuchbus")
         self.assert_guest_untouched()
