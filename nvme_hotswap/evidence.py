@@ -278,16 +278,18 @@ def timeline_png(swap: HotSwap, title: str) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 2.6), dpi=100)
-    for y, points, color in ((1, swap.host_ms(), "tab:blue"), (0, swap.guest_ms(), "tab:red")):
-        xs = [ms for ms, _ in points]
-        ax.plot(xs, [y] * len(xs), "o-", color=color, markersize=5)
-        for k, (ms, label) in enumerate(points):  # alternate label heights so close points stay legible
-            ax.annotate(f"{label}\n{ms:.0f} ms", (ms, y), xytext=(0, 8 + 22 * (k % 2) if y else -14 - 22 * (k % 2)),
-                        textcoords="offset points", ha="center", va="bottom" if y else "top", fontsize=7)
-    ax.set_yticks([0, 1], ["guest kernel log\n(ms after mark)", "host monitor\n(ms after 1st command)"])
-    ax.set_ylim(-1.2, 2.2)
-    ax.set_xlabel("milliseconds (separate clocks per lane, see note)")
+    # One row per event (host commands above, guest lines below) so events a millisecond apart stay legible.
+    rows = [(ms, f"host: {label}", "tab:blue") for ms, label in swap.host_ms()]
+    rows += [(ms, f"guest: {label}", "tab:red") for ms, label in swap.guest_ms()]
+    fig, ax = plt.subplots(figsize=(10, 0.8 + 0.28 * len(rows)), dpi=100)
+    for y, (ms, label, color) in enumerate(reversed(rows)):
+        ax.hlines(y, 0, ms, color=color, alpha=0.35)
+        ax.plot([ms], [y], "o", color=color, markersize=5)
+        ax.annotate(f"{ms:.0f} ms", (ms, y), xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), [label for _, label, _ in reversed(rows)], fontsize=8)
+    ax.axhline(len(rows) - len(swap.host_ms()) - 0.5, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xlim(right=max(ms for ms, _, _ in rows) * 1.12 + 10)
+    ax.set_xlabel("ms (host: after the first command; guest: after the mark; separate clocks)", fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -325,7 +327,7 @@ def to_html(blocks: list[tuple], title: str) -> str:
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
            "body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em;font-size:14px}"
            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}"
-           "pre{background:#f4f4f4;padding:6px;overflow-x:auto;font-size:12px}img{max-width:100%}"
+           "pre{background:#f4f4f4;padding:6px;white-space:pre-wrap;font-size:12px}img{max-width:100%}"
            ".passed{color:#070}.failed,.error{color:#b00}.skipped{color:#a60}"
            "figcaption{font-size:12px;color:#444}</style></head><body>"]
     for kind, *rest in blocks:
