@@ -10,6 +10,8 @@ Modules, by what they do:
   klog         kernel-log patterns, named after what they prove
   capabilities what the QEMU under test can do (series present or not)
   results      the per-run results directory and per-test artifact folders
+  tap          results.tap (TAP 13) next to junit.xml
+  evidence     EVIDENCE.md / EVIDENCE.html of a run (monitor sequences, kernel-log proof, timelines)
   testcase     HotswapTest, the base class the acceptance tests derive from
   wait         bounded polling with a message saying what was awaited
 """
