@@ -9,6 +9,9 @@ PYTEST_ARGS ?=
 # QEMU under test: $(QEMU) if given, else our patched build (built on first use, then cached).
 RESOLVE_QEMU = $${QEMU:-$$(bash scripts/build-qemu.sh | tail -n 1)}
 RESOLVE_GUEST = $${GUEST_DIR:-$$(bash images/build-guest.sh | tail -n 1)}
+# Guest kernel: `make check-acceptance GUEST_KERNEL=trixie` runs on Debian 13's 6.12 (default bookworm,
+# 6.1). images/build-guest.sh reads it from the environment; exported so that holds however it is set.
+export GUEST_KERNEL
 
 .PHONY: help venv host-deps qemu qemu-unpatched guest check check-unit check-series check-acceptance check-mutants evidence bench clean
 
@@ -21,6 +24,7 @@ help:
 	@echo "make guest             build (or find) the guest; prints its directory last"
 	@echo "make bench             build and boot timings"
 	@echo "variables: QEMU=/path/to/qemu-system-x86_64  QEMU_SRC=/path/to/qemu.git  ACCEL=auto|kvm|tcg  PYTEST_ARGS=..."
+	@echo "           GUEST_KERNEL=bookworm|trixie (guest kernel: Debian 12 6.1, default, or Debian 13 6.12)"
 
 host-deps:
 	@bash scripts/install-host-deps.sh

@@ -10,16 +10,26 @@
 # manifest.json. See images/README.md for the guest's contract.
 #
 # GUEST_COMPRESS=gzip|zstd|none selects the initramfs compression (default gzip).
+# GUEST_KERNEL=bookworm|trixie selects the kernel (default bookworm: Debian 12's 6.1; trixie: Debian
+# 13's 6.12 cloud kernel, fetched through a second private apt state). Userland is bookworm's in both.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
 . "$top/scripts/lib.sh"
 
 # --- pins ----------------------------------------------------------------------------------------
-# The kernel: bookworm's linux-image-amd64 6.1 resolves to this ABI package and version.
-KERNEL_ABI=6.1.0-50-amd64
-KERNEL_VERSION=6.1.176-1
-SUITE=bookworm
+SUITE=bookworm   # userland (and the default kernel)
+GUEST_KERNEL=${GUEST_KERNEL:-bookworm}
+case "$GUEST_KERNEL" in
+  bookworm)  # bookworm's linux-image-amd64 6.1 resolves to this ABI package and version.
+    KERNEL_ABI=6.1.0-50-amd64
+    KERNEL_VERSION=6.1.176-1 ;;
+  trixie)    # trixie's linux-image-cloud-amd64 6.12: nvme, AER, pciehp, DPC, virtio-pci built in.
+    KERNEL_ABI=6.12.117+deb13-cloud-amd64
+    KERNEL_VERSION=6.12.117-1 ;;
+  *) die "GUEST_KERNEL must be bookworm or trixie (got $GUEST_KERNEL)" ;;
+esac
+KERNEL_SUITE=$GUEST_KERNEL
 PACKAGES=(
   "linux-image-$KERNEL_ABI=$KERNEL_VERSION"
   busybox-static=1:1.35.0-4+deb12u1+b1
@@ -50,12 +60,17 @@ PACKAGES=(
 # 8250 and PVH are built into this kernel; nvme, nvme-core and virtio are modules (virtio_blk: a
 # disk whose device model honours rerror/werror, which hw/nvme does not).
 MODULES=(nvme nvme-core crc64_rocksoft_generic crct10dif_pclmul crct10dif_generic virtio_pci virtio_net virtio_blk)
+# trixie's cloud kernel has nvme, nvme-core, the crc64/t10dif helpers and virtio_pci built in
+# (/init's modprobe of a built-in module succeeds: modules.builtin is shipped); its modules are .ko.xz.
+[ "$GUEST_KERNEL" = bookworm ] || MODULES=(crct10dif_pclmul virtio_net virtio_blk)
 BINARIES=(usr/sbin/nvme usr/sbin/dropbear bin/kmod)
 EMBEDDED=("$here/init.sh" "$here/udhcpc.script")
 COMPRESS=${GUEST_COMPRESS:-gzip}
 case "$COMPRESS" in gzip|zstd|none) ;; *) die "GUEST_COMPRESS must be gzip, zstd or none (got $COMPRESS)" ;; esac
 
-key=$( { printf '%s\n' "${PACKAGES[@]}" "${MODULES[@]}" "compress=$COMPRESS"; cat "$0" "${EMBEDDED[@]}"; } | sha256_of_stdin)
+# The default kernel adds nothing to the key's inputs; another kernel adds its name.
+key_extra=(); [ "$GUEST_KERNEL" = bookworm ] || key_extra=("kernel=$GUEST_KERNEL")
+key=$( { printf '%s\n' "${PACKAGES[@]}" "${MODULES[@]}" "compress=$COMPRESS" "${key_extra[@]}"; cat "$0" "${EMBEDDED[@]}"; } | sha256_of_stdin)
 out="$CACHE_ROOT/guest/$key"
 if [ -f "$out/DONE" ]; then
   log "cached guest $key (kernel $KERNEL_ABI, $COMPRESS)"
@@ -70,33 +85,39 @@ if [ -f "$out/DONE" ]; then log "cached guest $key (built concurrently)"; echo "
 
 for t in cpio gzip xz flock python3; do command -v $t >/dev/null || die "$t is needed on the host (scripts/install-host-deps.sh)"; done
 [ "$COMPRESS" != zstd ] || command -v zstd >/dev/null || die "zstd is needed for GUEST_COMPRESS=zstd"
+[ "$GUEST_KERNEL" = bookworm ] || command -v zstd >/dev/null || die "zstd is needed for GUEST_KERNEL=$GUEST_KERNEL (its bzImage payload is zstd)"
 start=$(date +%s.%N)
 
 # --- fetch ---------------------------------------------------------------------------------------
 debs="$CACHE_ROOT/guest/debs"
 mkdir -p "$debs"
 uri=$(debian_archive_uri)
-apt_opts=$(private_apt "$SUITE" "deb $uri $SUITE main")
 deb_file() {  # the .deb of NAME=VERSION in $debs, if already fetched
   local name=${1%%=*} ver=${1#*=}
   ls "$debs/${name}_${ver//:/%3a}_"*.deb 2>/dev/null | head -1
 }
-missing=()
-for p in "${PACKAGES[@]}"; do [ -n "$(deb_file "$p")" ] || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "fetching ${#missing[@]} packages from $uri $SUITE"
+fetch() {  # fetch SUITE PKG=VER... : download the pins not yet in $debs from SUITE's private apt state
+  local suite=$1 apt_opts p cand; shift
+  local missing=()
+  for p in "$@"; do [ -n "$(deb_file "$p")" ] || missing+=("$p"); done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  apt_opts=$(private_apt "$suite" "deb $uri $suite main")
+  log "fetching ${#missing[@]} packages from $uri $suite"
   if ! ( cd "$debs" && apt-get -q $apt_opts download "${missing[@]}" ) >"$debs/download.log" 2>&1; then
     # Stale lists? Refresh once, then say which pin the archive no longer serves.
     apt-get -q $apt_opts update >/dev/null 2>&1 || true
     if ! ( cd "$debs" && apt-get -q $apt_opts download "${missing[@]}" ) >"$debs/download.log" 2>&1; then
       for p in "${missing[@]}"; do
         cand=$(apt-cache $apt_opts policy "${p%%=*}" 2>/dev/null | awk '/Candidate:/{print $2}')
-        [ "$cand" = "${p#*=}" ] || log "pinned $p, but $SUITE now serves ${p%%=*} ${cand:-(nothing)}"
+        [ "$cand" = "${p#*=}" ] || log "pinned $p, but $suite now serves ${p%%=*} ${cand:-(nothing)}"
       done
       die "apt-get download failed (see $debs/download.log); update the pins at the top of $0"
     fi
   fi
-fi
+}
+# PACKAGES[0] is the kernel (from $KERNEL_SUITE), the rest bookworm's userland.
+fetch "$KERNEL_SUITE" "${PACKAGES[0]}"
+fetch "$SUITE" "${PACKAGES[@]:1}"
 
 # --- unpack --------------------------------------------------------------------------------------
 work=$(mktemp -d "$CACHE_ROOT/guest/.work.XXXXXX")
@@ -108,6 +129,10 @@ mkdir -p "$pkg" "$rootfs" "$stage"
 for p in "${PACKAGES[@]}"; do dpkg-deb -x "$(deb_file "$p")" "$pkg"; done
 kver=$KERNEL_ABI
 [ -f "$pkg/boot/vmlinuz-$kver" ] || die "no /boot/vmlinuz-$kver in linux-image-$KERNEL_ABI"
+# trixie ships modules under /usr/lib/modules (merged /usr); bookworm's kmod looks in /lib/modules.
+if [ -d "$pkg/usr/lib/modules/$kver" ] && [ ! -e "$pkg/lib/modules/$kver" ]; then
+  mkdir -p "$pkg/lib/modules"; mv "$pkg/usr/lib/modules/$kver" "$pkg/lib/modules/$kver"
+fi
 libpath="$pkg/lib/x86_64-linux-gnu:$pkg/usr/lib/x86_64-linux-gnu"
 loader="$pkg/lib64/ld-linux-x86-64.so.2"
 # Run a binary from the unpacked packages with their own loader and libraries.
@@ -115,17 +140,22 @@ pkgrun() { "$loader" --library-path "$libpath" "$@"; }
 
 # --- kernel --------------------------------------------------------------------------------------
 cp "$pkg/boot/vmlinuz-$kver" "$stage/vmlinuz"
-# The ELF vmlinux inside the bzImage (payload_offset/payload_length in the setup header, an xz
-# stream in this kernel): QEMU boots an ELF with a PVH note directly, skipping decompression.
+# The ELF vmlinux inside the bzImage (payload_offset/payload_length in the setup header; an xz
+# stream in 6.1, zstd in trixie's 6.12, each followed by the le32 uncompressed size): QEMU boots an
+# ELF with a PVH note directly, skipping decompression.
 python3 - "$stage/vmlinuz" "$stage/vmlinux" <<'EOF'
-import lzma, struct, sys
+import lzma, struct, subprocess, sys
 data = open(sys.argv[1], 'rb').read()
 setup_sects = data[0x1f1] or 4
 off, length = struct.unpack_from('<II', data, 0x248)
 payload = data[(setup_sects + 1) * 512 + off:][:length]
-if not payload.startswith(b'\xfd7zXZ'):
-    sys.exit('kernel payload is not xz; cannot extract vmlinux')
-elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload)
+if payload.startswith(b'\xfd7zXZ'):
+    elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload)
+elif payload.startswith(b'\x28\xb5\x2f\xfd'):
+    elf = subprocess.run(['zstd', '-dc'], input=payload[:-4], stdout=subprocess.PIPE, check=True).stdout
+    assert len(elf) == struct.unpack('<I', payload[-4:])[0], 'zstd payload: size mismatch'
+else:
+    sys.exit('kernel payload is neither xz nor zstd; cannot extract vmlinux')
 assert elf[:4] == b'\x7fELF'
 open(sys.argv[2], 'wb').write(elf)
 EOF
@@ -135,7 +165,7 @@ kmodrun() { local tool=$1; shift; LD_LIBRARY_PATH=$libpath "$loader" --argv0 "$t
 kmodrun depmod -b "$pkg" "$kver"
 mods=$(kmodrun modprobe -d "$pkg" -S "$kver" --show-depends -a "${MODULES[@]}" | awk '$1 == "insmod" {print $2}' | sort -u)
 for m in "${MODULES[@]}"; do   # every module asked for must be among them
-  echo "$mods" | grep -q "/${m//[-_]/[-_]}\.ko$" || die "module $m not found in linux-image-$KERNEL_ABI (built in? see /boot/config-$kver)"
+  echo "$mods" | grep -qE "/${m//[-_]/[-_]}\.ko(\.xz|\.zst)?$" || die "module $m not found in linux-image-$KERNEL_ABI (built in? see /boot/config-$kver)"
 done
 for m in $mods; do
   rel=${m#"$pkg"/}
@@ -216,15 +246,16 @@ end=$(date +%s.%N)
 
 # --- manifest ------------------------------------------------------------------------------------
 python3 - "$stage/manifest.json" "$kver" "$COMPRESS" "$cpio_size" "$img_size" "$raw_size" "$start" "$end" \
-  "$key" "$uri" "$SUITE" "${PACKAGES[@]}" -- $(for m in $mods; do basename "$m" .ko; done) <<'EOF'
+  "$key" "$uri" "$SUITE" "$KERNEL_SUITE" "${PACKAGES[@]}" -- $(for m in $mods; do m=${m##*/}; echo "${m%%.ko*}"; done) <<'EOF'
 import json, os, sys
-(path, kver, comp, cpio, img, raw, start, end, key, uri, suite), rest = sys.argv[1:12], sys.argv[12:]
+(path, kver, comp, cpio, img, raw, start, end, key, uri, suite, ksuite), rest = sys.argv[1:13], sys.argv[13:]
 sep = rest.index('--')
 pkgs, mods = rest[:sep], rest[sep + 1:]
 d = os.path.dirname(path)
 json.dump({
     'key': key,
     'debian_suite': suite,
+    'kernel_suite': ksuite,
     'packages': {p.split('=', 1)[0]: p.split('=', 1)[1] for p in pkgs},
     'kernel_release': kver,
     'kernel_modules': sorted(mods),

@@ -33,6 +33,30 @@ class ParseControllers(unittest.TestCase):
         self.assertEqual(guestfacts.parse_controllers("garbage\nctrl\tshort\n"), [])
 
 
+# Recorded on Debian 13's 6.12 cloud kernel (nvme built in): the asynchronous probe numbered the
+# controller behind rp2 before the one behind rp1.
+SCRAMBLED_6_12 = (
+    "ctrl\tnvme0\t0000:01:00.0\tlive\tNVMEHS0000          \tnqn.2019-08.org.qemu:NVMEHS0000\n"
+    "ctrl\tnvme1\t0000:03:00.0\tlive\tNVMEHS0002          \tnqn.2019-08.org.qemu:NVMEHS0002\n"
+    "ctrl\tnvme2\t0000:02:00.0\tlive\tNVMEHS0001          \tnqn.2019-08.org.qemu:NVMEHS0001\n")
+
+
+class ProbeOrder(unittest.TestCase):
+    def test_scrambled_boot_is_named(self) -> None:
+        problem = guestfacts.probe_order_problem(guestfacts.parse_controllers(SCRAMBLED_6_12))
+        self.assertIn("0000:02:00.0=nvme2, 0000:03:00.0=nvme1", problem)
+
+    def test_address_order_is_fine(self) -> None:
+        ordered = SCRAMBLED_6_12.replace("nvme1\t0000:03", "nvmeX\t0000:03").replace(
+            "nvme2\t0000:02", "nvme1\t0000:02").replace("nvmeX", "nvme2")
+        self.assertIsNone(guestfacts.probe_order_problem(guestfacts.parse_controllers(ordered)))
+        # numbers compare naturally (nvme10 after nvme9), gaps are fine (a removed controller)
+        gaps = [guestfacts.ControllerInfo("nvme9", "0000:01:00.0", "live", "a"),
+                guestfacts.ControllerInfo("nvme10", "0000:02:00.0", "live", "b")]
+        self.assertIsNone(guestfacts.probe_order_problem(gaps))
+        self.assertIsNone(guestfacts.probe_order_problem([]))
+
+
 class ParseNamespaces(unittest.TestCase):
     def test_multipath_path_nodes_map_to_the_head_disk(self) -> None:
         nss = guestfacts.parse_namespaces(NAMESPACES)
