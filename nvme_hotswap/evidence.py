@@ -16,6 +16,7 @@ import html
 import io
 import json
 import re
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -197,18 +198,30 @@ def environment_items(env: dict) -> list[str]:
     build = env.get("qemu_build")
     if isinstance(build, dict):
         patches = [p.strip() for p in build.get("patch", "").split(";") if p.strip()]
-        origin = f"built from {build.get('source', '?')} with {len(patches)} patches: " + ", ".join(
-            f"`{p}`" for p in patches)
+        origin = (f"built from {build.get('source', '?')} with {len(patches)} patches:",
+                  [f"`{p.replace(' sha256=', '` sha256 `')}`" for p in patches])
     else:
         origin = f"`{env.get('qemu', '?')}` ({build or 'origin unknown'})"
     guest = env.get("guest") or {}
     kernel_pkgs = [f"{k} {v}" for k, v in (guest.get("packages") or {}).items() if k.startswith("linux-image")]
-    items = [f"QEMU {env.get('qemu_version', '?')}, {origin}",
+    items: list = [f"QEMU {env.get('qemu_version', '?')}, {origin}" if isinstance(origin, str) else
+                   (f"QEMU {env.get('qemu_version', '?')}, {origin[0]}", origin[1]),
              f"Accelerator: {env.get('accelerator', '?')} ({env.get('accelerator_reason', 'no reason recorded')})",
              f"Guest: Debian {guest.get('debian_suite', '?')}, kernel {guest.get('kernel_release', '?')}"
              + (f" ({', '.join(kernel_pkgs)})" if kernel_pkgs else ""),
              f"Host: Linux {env.get('host_kernel', '?')}, Python {env.get('python', '?')}"]
     return items if env else ["environment.json missing: environment unknown"]
+
+
+def _git_identity() -> str:
+    """`Name <email>` from git config, or a placeholder to edit."""
+    def get(key: str) -> str:
+        try:
+            return subprocess.run(["git", "config", key], capture_output=True, text=True, timeout=5).stdout.strip()
+        except OSError:
+            return ""
+    name, email = get("user.name"), get("user.email")
+    return f"{name} <{email}>" if name and email else "Your Name <you@example.org>"
 
 
 def _test_dir(run: Path, name: str) -> Path | None:
@@ -224,25 +237,31 @@ def scenario_blocks(name: str, folder: Path, with_plots: bool) -> list[tuple]:
     if not any(c.split(" ", 1)[0] in SWAP_COMMANDS for c in commands):
         return []
     proof = proof_lines(parse_dmesg(_read(folder / "guest-dmesg.log")))
-    blocks: list[tuple] = [("h3", name), ("p", "Monitor:"), ("pre", "\n".join(f"(qemu) {c}" if not c.startswith("#")
-                                                                                else c for c in commands))]
+    text = "\n".join(c if c.startswith("#") else f"(qemu) {c}" for c in commands)
     if proof:
-        blocks += [("p", "Guest kernel log:"), ("pre", "\n".join(str(line) for line, _ in proof))]
+        text += "\n\n# guest kernel log\n" + "\n".join(str(line) for line, _ in proof)
+    blocks: list[tuple] = [("h3", name), ("pre", text)]
     for artifact in ("renaming.txt", "observed.txt"):
         text = _read(folder / artifact).strip()
         if text:
             blocks.append(("p", f"Names: {text}" if artifact == "renaming.txt" else f"Observed: {text}"))
     if with_plots:
         for n, swap in enumerate(hot_swaps(monitor, proof), 1):
-            blocks.append(("img", timeline_png(swap, f"{name.rsplit('.', 2)[-1]} (hot-swap {n})"),
+            blocks.append(("img", timeline_png(swap, f"{'.'.join(name.rsplit('.', 2)[-2:])} (hot-swap {n})"),
                            timeline_caption(swap)))
     return blocks
 
 
 def report_blocks(run: Path, with_plots: bool = False) -> list[tuple]:
     env_path = run / "environment.json"
-    env = json.loads(env_path.read_text()) if env_path.exists() else {}
-    rows = outcomes(run / "junit.xml") if (run / "junit.xml").exists() else []
+    try:
+        env = json.loads(env_path.read_text()) if env_path.exists() else {}
+    except ValueError:
+        env = {}
+    try:
+        rows = outcomes(run / "junit.xml") if (run / "junit.xml").exists() else []
+    except ET.ParseError:  # a run killed while pytest wrote it
+        rows = []
     counts = {k: sum(r["outcome"] == k for r in rows) for k in ("passed", "failed", "error", "skipped")}
     short = lambda n: n.removeprefix("tests.acceptance.")  # noqa: E731
     blocks: list[tuple] = [
@@ -253,16 +272,19 @@ def report_blocks(run: Path, with_plots: bool = False) -> list[tuple]:
         ("h2", "Results"),
         ("table", ["test", "outcome", "s", "note"],
          [[short(r["name"]), r["outcome"], r["seconds"], r["message"][:160]] for r in rows]),
-        ("h2", "Scenarios that passed: monitor sequence and guest kernel log")]
+        ("h2", "Scenarios that passed: what was typed at the monitor, what the guest kernel logged")]
     if with_plots:
         blocks.append(("p", TIMELINE_NOTE))
     for r in rows:
         folder = _test_dir(run, r["name"])
         if r["outcome"] == "passed" and folder is not None and not any(s in r["name"] for s in NOT_SCENARIOS):
-            blocks += scenario_blocks(short(r["name"]), folder, with_plots)
+            try:
+                blocks += scenario_blocks(short(r["name"]), folder, with_plots)
+            except (ValueError, KeyError, TypeError) as exc:  # e.g. a transcript cut off mid-line
+                blocks += [("h3", short(r["name"])), ("p", f"(artifacts in {folder.name} unreadable: {exc!r})")]
     if rows and counts["passed"] == len(rows):
         blocks += [("p", "All tests passed. Suggested trailer:"),
-                   ("pre", "Tested-by: Your Name <you@example.org>")]
+                   ("pre", f"Tested-by: {_git_identity()}")]
     return blocks
 
 
@@ -289,6 +311,7 @@ def timeline_png(swap: HotSwap, title: str) -> bytes:
     ax.set_yticks(range(len(rows)), [label for _, label, _ in reversed(rows)], fontsize=8)
     ax.axhline(len(rows) - len(swap.host_ms()) - 0.5, color="grey", linewidth=0.8, linestyle="--")
     ax.set_xlim(right=max(ms for ms, _, _ in rows) * 1.12 + 10)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlabel("ms (host: after the first command; guest: after the mark; separate clocks)", fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
@@ -307,8 +330,11 @@ def to_markdown(blocks: list[tuple]) -> str:
             out += ["#" * int(kind[1]) + " " + rest[0], ""]
         elif kind == "p":
             out += [rest[0], ""]
-        elif kind == "ul":
-            out += [f"- {item}" for item in rest[0]] + [""]
+        elif kind == "ul":  # an item is a text, or (text, [subitems])
+            for item in rest[0]:
+                text, sub = (item, []) if isinstance(item, str) else item
+                out += [f"- {text}"] + [f"  - {x}" for x in sub]
+            out.append("")
         elif kind == "table":
             header, rows = rest
             out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -336,7 +362,9 @@ def to_html(blocks: list[tuple], title: str) -> str:
         elif kind == "p":
             out.append(f"<p>{_inline(rest[0])}</p>")
         elif kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in rest[0]) + "</ul>")
+            items = [(i, []) if isinstance(i, str) else i for i in rest[0]]
+            out.append("<ul>" + "".join(f"<li>{_inline(t)}" + ("<ul>" + "".join(f"<li>{_inline(x)}</li>" for x in sub)
+                                         + "</ul>" if sub else "") + "</li>" for t, sub in items) + "</ul>")
         elif kind == "table":
             header, rows = rest
             out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" + "".join(

@@ -126,6 +126,15 @@ class Report(unittest.TestCase):
             self.assertNotIn("Tested-by", md)   # one test was cancelled
             self.assertIn("<table>", (run / "EVIDENCE.html").read_text())
 
+    def test_truncated_transcript_is_reported_not_raised(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            run = Path(tmp)
+            (run / "junit.xml").write_text(JUNIT)
+            passed = run / "tests" / "test_drive_reconnect.DriveReconnect.test_same_file"
+            passed.mkdir(parents=True)
+            (passed / "vm-monitor.log").write_text('16:43:05 +   5.646s qmp>   {"execute": "device_del", "argu\n')
+            self.assertIn("unreadable", evidence.to_markdown(evidence.report_blocks(run)))
+
     def test_tested_by_only_when_all_passed(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             run = Path(tmp)
