@@ -164,6 +164,7 @@ class HotswapTest(avocado.Test):
         """The namespace-level sequence merged upstream: device_del, drive_del, drive_add, device_add."""
         c = self.ctrl(index)
         ns = c.namespaces[0]
+        self.guest.klog_mark()  # where the evidence report's timeline of this swap starts
         self.vm.device_del(ns.dev_id)
         self.wait_for_namespace_gone(c.dev_id, ns.nsid)
         self.vm.drive_del(ns.drive_id)
