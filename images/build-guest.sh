@@ -5,7 +5,7 @@
 # Everything comes from pinned Debian 12 (bookworm) packages: fetched with `apt-get download`
 # through a private apt state under the cache (archive URI from this machine's apt configuration),
 # unpacked with `dpkg-deb -x`, never installed on the host. The guest lands in
-# $CACHE_ROOT/guest/<key>, key = hash(package list with versions, this script, the files it embeds,
+# $CACHE_ROOT/guest/<key>, key = hash(package list with versions, RECIPE, the files it embeds,
 # the compression). Output: vmlinuz, vmlinux (ELF, for PVH boot), initramfs.img, id_ed25519[.pub],
 # manifest.json. See images/README.md for the guest's contract.
 #
@@ -70,7 +70,11 @@ case "$COMPRESS" in gzip|zstd|none) ;; *) die "GUEST_COMPRESS must be gzip, zstd
 
 # The default kernel adds nothing to the key's inputs; another kernel adds its name.
 key_extra=(); [ "$GUEST_KERNEL" = bookworm ] || key_extra=("kernel=$GUEST_KERNEL")
-key=$( { printf '%s\n' "${PACKAGES[@]}" "${MODULES[@]}" "compress=$COMPRESS" "${key_extra[@]}"; cat "$0" "${EMBEDDED[@]}"; } | sha256_of_stdin)
+# Bump RECIPE when a change to this script changes the guest it builds: the key hashes the inputs
+# (pins, modules, embedded files) and RECIPE, not the script's text, so a fix to a message or a
+# comment does not cost a rebuild.
+RECIPE=1
+key=$( { printf '%s\n' "${PACKAGES[@]}" "${MODULES[@]}" "compress=$COMPRESS" "${key_extra[@]}" "recipe=$RECIPE"; cat "${EMBEDDED[@]}"; } | sha256_of_stdin)
 out="$CACHE_ROOT/guest/$key"
 if [ -f "$out/DONE" ]; then
   log "cached guest $key (kernel $KERNEL_ABI, $COMPRESS)"
