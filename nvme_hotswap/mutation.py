@@ -77,23 +77,25 @@ def run_logged(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, str
     return proc.returncode, lines[-1] if lines else ""
 
 
-def check(name: str, diff: Path, folder: Path, guest: str) -> dict[str, object]:
-    row: dict[str, object] = {"mutant": name, "breaks": description(diff), "tests_run": 0, "failed": 0,
-                              "first_failure": "", "killed": False, "build_seconds": 0, "test_seconds": 0}
+def build_and_run(row: dict[str, object], build_env: dict[str, str], pytest_args: list[str],
+                  folder: Path, guest: str) -> Path | None:
+    """Build QEMU with `build_env` (MUTANT= or PATCHES=), run pytest on it; return its junit.xml.
+
+    Fills the row's build/test seconds; on a failed build or a run without junit.xml it sets
+    row["error"] and returns None.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in (results.RUN_DIR_ENV, "QEMU", "PYTEST_ADDOPTS")}
-
     start = time.monotonic()
-    rc, binary = run_logged(["bash", "scripts/build-qemu.sh"], {**env, "MUTANT": name}, folder / "build.log")
+    rc, binary = run_logged(["bash", "scripts/build-qemu.sh"], {**env, **build_env}, folder / "build.log")
     row["build_seconds"] = round(time.monotonic() - start)
     row["build_cached"] = "cached build" in (folder / "build.log").read_text()
     if rc != 0 or not Path(binary).is_file():
-        row["error"] = f"mutant {name} does not apply or does not build (see {folder / 'build.log'})"
-        return row
+        row["error"] = f"{row['mutant']} does not apply or does not build (see {folder / 'build.log'})"
+        return None
     row["qemu"] = binary
-
     start = time.monotonic()
-    rc, _ = run_logged([sys.executable, "-m", "pytest", "tests/acceptance", "-x", "-m", SELECT,
+    rc, _ = run_logged([sys.executable, "-m", "pytest", "tests/acceptance", *pytest_args, "-m", SELECT,
                         "-p", "no:cacheprovider"],
                        {**env, "QEMU": binary, "GUEST_DIR": guest, "RESULTS_DIR": str(folder)},
                        folder / "pytest.log")
@@ -101,35 +103,30 @@ def check(name: str, diff: Path, folder: Path, guest: str) -> dict[str, object]:
     junit = folder / "latest" / "junit.xml"
     if not junit.is_file():
         row["error"] = f"pytest (exit {rc}) wrote no {junit}; see {folder / 'pytest.log'}"
-        return row
+        return None
     row.update(junit_outcome(junit))
-    row["killed"] = row["failed"] > 0
+    return junit
+
+
+def new_row(name: str, breaks: str) -> dict[str, object]:
+    return {"mutant": name, "breaks": breaks, "tests_run": 0, "failed": 0, "first_failure": "",
+            "killed": False, "build_seconds": 0, "test_seconds": 0}
+
+
+def check(name: str, diff: Path, folder: Path, guest: str) -> dict[str, object]:
+    """A mutant is killed when at least one scenario failed or errored on it (-x: the first will do)."""
+    row = new_row(name, description(diff))
+    if build_and_run(row, {"MUTANT": name}, ["-x"], folder, guest) is not None:
+        row["killed"] = row["failed"] > 0
     return row
 
 
 def check_unpatched(folder: Path, guest: str) -> dict[str, object]:
     """The control: on QEMU without the series every selected scenario cancels with a reason."""
-    row: dict[str, object] = {"mutant": "(control) no series", "breaks": "the whole series is absent: "
-                              "every scenario must cancel, none may run", "tests_run": 0, "failed": 0,
-                              "first_failure": "", "killed": False, "build_seconds": 0, "test_seconds": 0}
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in (results.RUN_DIR_ENV, "QEMU", "PYTEST_ADDOPTS")}
-    start = time.monotonic()
-    rc, binary = run_logged(["bash", "scripts/build-qemu.sh"], {**env, "PATCHES": "none"}, folder / "build.log")
-    row["build_seconds"] = round(time.monotonic() - start)
-    row["build_cached"] = "cached build" in (folder / "build.log").read_text()
-    if rc != 0 or not Path(binary).is_file():
-        row["error"] = f"the build without the series failed (see {folder / 'build.log'})"
+    row = new_row("(control) no series", "the whole series is absent: every scenario must cancel, none may run")
+    junit = build_and_run(row, {"PATCHES": "none"}, [], folder, guest)
+    if junit is None:
         return row
-    start = time.monotonic()
-    run_logged([sys.executable, "-m", "pytest", "tests/acceptance", "-m", SELECT, "-p", "no:cacheprovider"],
-               {**env, "QEMU": binary, "GUEST_DIR": guest, "RESULTS_DIR": str(folder)}, folder / "pytest.log")
-    row["test_seconds"] = round(time.monotonic() - start)
-    junit = folder / "latest" / "junit.xml"
-    if not junit.is_file():
-        row["error"] = f"pytest wrote no {junit}; see {folder / 'pytest.log'}"
-        return row
-    row.update(junit_outcome(junit))
     cases = list(ET.parse(junit).getroot().iter("testcase"))
     reasons = [c.find("skipped").get("message", "") for c in cases if c.find("skipped") is not None]
     unexplained = [r for r in reasons if "QEMU lacks" not in r]
