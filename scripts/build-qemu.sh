@@ -30,12 +30,8 @@ binary_name=qemu-system-${TARGET%-softmmu}
 patch_files=()
 if [ "$PATCHES" != none ]; then
   [ -f "$PATCHES/series" ] || die "no series file in $PATCHES; set PATCHES=none to build without the series"
-  while read -r p; do
-    p=${p%%#*}; p=$(echo $p)
-    [ -n "$p" ] || continue
-    [ -f "$PATCHES/$p" ] || die "$PATCHES/series names $p, which does not exist"
-    patch_files+=("$PATCHES/$p")
-  done < "$PATCHES/series"
+  list=$(series_patches "$PATCHES") || exit 1
+  [ -z "$list" ] || mapfile -t patch_files <<< "$list"
 fi
 
 mutant_file=

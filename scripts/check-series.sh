@@ -33,13 +33,9 @@ result() {  # result NAME STATUS DETAIL
 }
 
 # --- checkpatch ----------------------------------------------------------------------------------
+list=$(series_patches "$PATCHES") || exit 1
 patches=()
-while read -r p; do
-  p=${p%%#*}; p=$(echo $p)
-  [ -n "$p" ] || continue
-  [ -f "$PATCHES/$p" ] || die "$PATCHES/series names $p, which does not exist"
-  patches+=("$PATCHES/$p")
-done < "$PATCHES/series"
+[ -z "$list" ] || mapfile -t patches <<< "$list"
 [ ${#patches[@]} -gt 0 ] || die "$PATCHES/series lists no patches"
 
 for p in "${patches[@]}"; do

@@ -40,3 +40,16 @@ private_apt_opts() {
 }
 
 sha256_of_stdin() { sha256sum | cut -c1-16; }
+
+# series_patches DIR: the patch files named in DIR/series, in order, one path per line
+# (comments and blank lines skipped); dies if the series file or a patch it names is missing.
+series_patches() {
+  local dir=$1 p
+  [ -f "$dir/series" ] || die "no series file in $dir"
+  while read -r p; do
+    p=${p%%#*}; p=$(echo $p)
+    [ -n "$p" ] || continue
+    [ -f "$dir/$p" ] || die "$dir/series names $p, which does not exist"
+    printf '%s\n' "$dir/$p"
+  done < "$dir/series"
+}
