@@ -48,6 +48,46 @@ def guest_dir() -> Path:
     return path.resolve()
 
 
+def guest_flavour() -> str:
+    """GUEST=fast|cloud (default fast; IMAGE= implies cloud): which guest the suite boots.
+
+    fast: the busybox initramfs guest (images/build-guest.sh). cloud: a Debian rootfs disk booting
+    like a cloud image (systemd, udev, cloud-init with a NoCloud seed; images/build-cloud-image.sh),
+    or the user's own cloud image given as IMAGE=.
+    """
+    flavour = os.environ.get("GUEST") or ("cloud" if os.environ.get("IMAGE") else "fast")
+    if flavour not in ("fast", "cloud"):
+        raise ConfigError(f"GUEST={flavour!r}: use fast or cloud")
+    return flavour
+
+
+@functools.cache
+def cloud_dir() -> Path:
+    """The built cloud-style guest (rootfs.img, vmlinuz, initrd.img): $CLOUD_DIR, else images/build-cloud-image.sh."""
+    env = os.environ.get("CLOUD_DIR")
+    path = Path(env) if env else _last_line_of(ROOT / "images" / "build-cloud-image.sh", "a cloud image")
+    for name in ("rootfs.img", "vmlinuz", "initrd.img"):
+        if not (path / name).is_file():
+            raise ConfigError(f"cloud image directory {path} lacks {name}; rebuild it with `make cloud-image`")
+    return path.resolve()
+
+
+def cloud_image() -> Path | None:
+    """IMAGE=/path/to/a/cloud.qcow2: the user's own cloud image (booted by its bootloader), else None."""
+    env = os.environ.get("IMAGE")
+    if not env:
+        return None
+    if not Path(env).is_file():
+        raise ConfigError(f"IMAGE={env} is not a file; point IMAGE at a Debian or Ubuntu cloud image (qcow2 or raw)")
+    return Path(env).resolve()
+
+
+def cloud_user() -> str:
+    """CLOUD_USER: who the harness logs in as on the cloud guest (default root; `debian` or `ubuntu`
+    for those images' default users, with sudo for root commands)."""
+    return os.environ.get("CLOUD_USER", "root")
+
+
 def firmware_dirs() -> list[Path]:
     """Debian's SeaBIOS, qemu-system-data and ipxe-qemu files (the source build ships no blobs)."""
     dirs = [Path(p) for p in os.environ.get("QEMU_FIRMWARE", "/usr/share/seabios:/usr/share/qemu:/usr/lib/ipxe/qemu").split(":")]

@@ -50,9 +50,11 @@ class GuestCommandError(AssertionError):
 
 
 class Guest:
-    def __init__(self, port: int, key_file: Path, transcript: Path, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, key_file: Path, transcript: Path, host: str = "127.0.0.1",
+                 user: str = "root") -> None:
         self.host = host
         self.port = port
+        self.user = user   # not root (a cloud image's default user): commands run through sudo
         self.key = paramiko.Ed25519Key.from_private_key_file(str(key_file))
         self.transcript = transcript
         self._client: paramiko.SSHClient | None = None
@@ -72,14 +74,19 @@ class Guest:
         wait_until(ready, timeout, f"the guest console to print {SSHD_READY_MARKER!r}", interval=0.05)
         return time.monotonic() - start
 
-    def connect(self, timeout: float = 30.0) -> None:
+    def connect(self, timeout: float = 30.0, alive: Callable[[], bool] | None = None) -> None:
+        """Connect, retrying within `timeout` (and while `alive()`, if given: a guest without a
+        console marker is waited for here, until its sshd answers and accepts the key)."""
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
+            if alive is not None and not alive():
+                raise RuntimeError(f"QEMU exited before SSH to {self.user}@{self.host}:{self.port} answered "
+                                   f"(last: {last!r}); see the console and QEMU stderr logs")
             client = paramiko.SSHClient()
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # per-build guest, in memory only
             try:
-                client.connect(self.host, port=self.port, username="root", pkey=self.key,
+                client.connect(self.host, port=self.port, username=self.user, pkey=self.key,
                                timeout=5, banner_timeout=5, auth_timeout=5,
                                look_for_keys=False, allow_agent=False)
                 self._client = client
@@ -88,7 +95,7 @@ class Guest:
                 last = exc
                 client.close()
                 time.sleep(0.3)
-        raise WaitTimeout(f"could not open SSH to root@{self.host}:{self.port} within {timeout:g} s: {last!r}")
+        raise WaitTimeout(f"could not open SSH to {self.user}@{self.host}:{self.port} within {timeout:g} s: {last!r}")
 
     def close(self) -> None:
         if self._client is not None:
@@ -100,8 +107,9 @@ class Guest:
         """Run `command` with /bin/sh in the guest; never raises for a non-zero exit."""
         assert self._client is not None, "connect() first"
         start = time.monotonic()
+        remote = command if self.user == "root" else f"sudo -n bash -c {shlex.quote(command)}"
         try:
-            _, out, err = self._client.exec_command(command, timeout=timeout)
+            _, out, err = self._client.exec_command(remote, timeout=timeout)
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")
             rc = out.channel.recv_exit_status()

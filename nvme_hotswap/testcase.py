@@ -18,7 +18,7 @@ from typing import Any
 
 import avocado
 
-from . import accel, capabilities, config, klog, results, tags
+from . import accel, capabilities, cloud, config, klog, results, tags
 from .boot import boot_guest, guest_qemu_args
 from .guest import Guest
 from .guestfacts import KernelLine, NamespaceInfo
@@ -204,14 +204,18 @@ class HotswapTest(avocado.Test):
 @functools.cache
 def _record_environment(caps: capabilities.Capabilities, choice: accel.AccelChoice) -> None:
     """Once per run: what was tested on what, for environment.json and the evidence report."""
-    guest_dir = config.guest_dir()
-    manifest = guest_dir / "manifest.json"
+    if config.guest_flavour() == "cloud":
+        guest_dir, guest = config.cloud_image() or config.cloud_dir(), cloud.manifest()
+    else:
+        guest_dir = config.guest_dir()
+        manifest = guest_dir / "manifest.json"
+        guest = json.loads(manifest.read_text()) if manifest.exists() else None
     results.record_environment({
         "qemu": caps.qemu, "qemu_version": caps.version, "capabilities": caps.as_dict(),
         "qemu_build": _build_record(Path(caps.qemu)),
         "accelerator": choice.accel, "accelerator_reason": choice.reason,
         "guest_dir": str(guest_dir),
-        "guest": json.loads(manifest.read_text()) if manifest.exists() else None,
+        "guest_flavour": config.guest_flavour(), "guest": guest,
         "host_kernel": platform.release(), "python": platform.python_version(),
         "packages": {p: importlib.metadata.version(p)
                      for p in ("avocado-framework", "qemu.qmp", "paramiko", "pytest")},

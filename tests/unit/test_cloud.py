@@ -1,0 +1,37 @@
+"""The cloud guest's seed content and QEMU arguments (no QEMU, no image build)."""
+from pathlib import Path
+
+import pytest
+
+from nvme_hotswap import cloud, config
+
+
+def test_user_data_gives_root_and_default_user_the_key() -> None:
+    text = cloud.user_data("ssh-ed25519 AAAA test")
+    assert text.startswith("#cloud-config\n")
+    assert "disable_root: false" in text and "ssh_deletekeys: false" in text
+    assert "  - ssh-ed25519 AAAA test\n" in text
+
+
+def test_flavour(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GUEST", raising=False)
+    monkeypatch.delenv("IMAGE", raising=False)
+    assert config.guest_flavour() == "fast"
+    monkeypatch.setenv("IMAGE", "/x.qcow2")
+    assert config.guest_flavour() == "cloud"
+    monkeypatch.setenv("GUEST", "vm")
+    with pytest.raises(config.ConfigError):
+        config.guest_flavour()
+
+
+def test_own_image_boots_by_its_bootloader(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    image = tmp_path / "debian.qcow2"
+    image.write_bytes(b"QFI\xfb" + bytes(60))
+    monkeypatch.setenv("IMAGE", str(image))
+    monkeypatch.setattr(cloud, "seed_image", lambda: tmp_path / "seed.img")
+    args = cloud.qemu_boot_args()
+    assert "-kernel" not in args
+    assert f"file={image},format=qcow2,if=none,id=cloudroot,snapshot=on" in args
+    assert any("bootindex=0" in a for a in args)
+    with pytest.raises(config.ConfigError, match="kernel arguments"):
+        cloud.qemu_boot_args("nvme_core.multipath=N")
