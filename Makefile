@@ -12,8 +12,11 @@ RESOLVE_GUEST = $${GUEST_DIR:-$$(bash images/build-guest.sh | tail -n 1)}
 # Guest kernel: `make check-acceptance GUEST_KERNEL=trixie` runs on Debian 13's 6.12 (default bookworm,
 # 6.1). images/build-guest.sh reads it from the environment; exported so that holds however it is set.
 export GUEST_KERNEL
+# Guest flavour: `make check-acceptance GUEST=cloud` (or `make check-cloud`) boots the cloud-style guest
+# (images/build-cloud-image.sh; IMAGE=/path/to/cloud.qcow2 for your own, CLOUD_USER=debian|ubuntu).
+export GUEST IMAGE CLOUD_USER
 
-.PHONY: help venv host-deps qemu qemu-unpatched guest check check-unit check-series check-acceptance check-mutants evidence bench clean
+.PHONY: help venv host-deps qemu qemu-unpatched guest check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud clean
 
 help:
 	@echo "make check-acceptance  build what is missing, run tests/acceptance, write the evidence report"
@@ -23,6 +26,8 @@ help:
 	@echo "make qemu-unpatched    the same QEMU without our series (for comparisons)"
 	@echo "make guest             build (or find) the guest; prints its directory last"
 	@echo "make bench             build and boot timings"
+	@echo "make check-cloud       check-acceptance on the cloud-style guest (GUEST=cloud; IMAGE=/path/to/cloud.qcow2)"
+	@echo "make cloud-image       build (or find) the cloud-style guest image; prints its directory last"
 	@echo "variables: QEMU=/path/to/qemu-system-x86_64  QEMU_SRC=/path/to/qemu.git  ACCEL=auto|kvm|tcg  PYTEST_ARGS=..."
 	@echo "           GUEST_KERNEL=bookworm|trixie (guest kernel: Debian 12 6.1, default, or Debian 13 6.12)"
 
@@ -46,6 +51,9 @@ qemu-unpatched:
 guest:
 	@bash images/build-guest.sh
 
+cloud-image:
+	@bash images/build-cloud-image.sh
+
 check-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
@@ -67,6 +75,10 @@ check-mutants: venv
 	$(PY) -m nvme_hotswap.mutation
 
 check: check-unit check-series check-acceptance check-mutants
+
+# The suite on the cloud-style guest (systemd, udev, cloud-init): test_cloud_byid runs instead of cancelling.
+check-cloud:
+	@$(MAKE) --no-print-directory check-acceptance GUEST=cloud
 
 bench: venv
 	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) bench/bench.py

@@ -85,7 +85,7 @@ def cloud_image() -> Path | None:
 def cloud_user() -> str:
     """CLOUD_USER: who the harness logs in as on the cloud guest (default root; `debian` or `ubuntu`
     for those images' default users, with sudo for root commands)."""
-    return os.environ.get("CLOUD_USER", "root")
+    return os.environ.get("CLOUD_USER") or "root"
 
 
 def firmware_dirs() -> list[Path]:

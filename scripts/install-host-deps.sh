@@ -11,6 +11,8 @@ PKGS=(
   seabios qemu-system-data ipxe-qemu
   # guest image assembly
   cpio gzip zstd
+  # cloud-style guest (images/build-cloud-image.sh, GUEST=cloud): rootfs, ext4 image, NoCloud seed (FAT)
+  mmdebstrap e2fsprogs dosfstools mtools
 )
 
 missing=()
