@@ -16,7 +16,7 @@ export GUEST_KERNEL
 # (images/build-cloud-image.sh; IMAGE=/path/to/cloud.qcow2 for your own, CLOUD_USER=debian|ubuntu).
 export GUEST IMAGE CLOUD_USER
 
-.PHONY: help venv host-deps qemu qemu-unpatched guest check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud clean
+.PHONY: help venv host-deps qemu qemu-unpatched guest check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud nightly clean
 
 help:
 	@echo "make check-acceptance  build what is missing, run tests/acceptance, write the evidence report"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench             build and boot timings"
 	@echo "make check-cloud       check-acceptance on the cloud-style guest (GUEST=cloud; IMAGE=/path/to/cloud.qcow2)"
 	@echo "make cloud-image       build (or find) the cloud-style guest image; prints its directory last"
+	@echo "make nightly           build QEMU, run the kernel matrix, compare with the last night (README.md, \"Nightly\")"
 	@echo "variables: QEMU=/path/to/qemu-system-x86_64  QEMU_SRC=/path/to/qemu.git  ACCEL=auto|kvm|tcg  PYTEST_ARGS=..."
 	@echo "           GUEST_KERNEL=bookworm|trixie (guest kernel: Debian 12 6.1, default, or Debian 13 6.12)"
 
@@ -79,6 +80,10 @@ check: check-unit check-series check-acceptance check-mutants
 # The suite on the cloud-style guest (systemd, udev, cloud-init): test_cloud_byid runs instead of cancelling.
 check-cloud:
 	@$(MAKE) --no-print-directory check-acceptance GUEST=cloud
+
+# The kernel matrix (NIGHTLY_KERNELS), one history line per run, exit 1 on a regression (README.md, "Nightly").
+nightly: venv
+	$(PY) -m nvme_hotswap.nightly
 
 bench: venv
 	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) bench/bench.py

@@ -1,0 +1,183 @@
+"""Nightly: build QEMU, run the kernel matrix, append to a history file, compare with last night.
+
+1. QEMU: $QEMU if given, else scripts/build-qemu.sh (cached), which reads QEMU_DEB_VERSION,
+   QEMU_SRC, PATCHES and MUTANT from the environment; the nightly passes them through and records them.
+2. The acceptance suite once per guest kernel in NIGHTLY_KERNELS (default "bookworm trixie"), each its
+   own pytest run under <run>/<kernel>/, selection from NIGHTLY_PYTEST_ARGS (else PYTEST_ARGS);
+   NIGHTLY_MUTANTS=1 adds the mutation check under <run>/mutants/ (one "test" per mutant: killed = passed).
+3. One JSON line per run appended to NIGHTLY_HISTORY (default results/nightly-history.jsonl).
+4. The comparison with the previous line: new failures, fixed tests, tests slower by NIGHTLY_SLOWER
+   (ratio, default 1.5) and at least NIGHTLY_SLOWER_MIN_S seconds (default 5). Printed and written
+   to <run>/nightly.md; exit 1 on a new failure or a slowdown. The first run exits by its own results.
+
+    .venv/bin/python -m nvme_hotswap.nightly          # make nightly
+    NIGHTLY_KERNELS=bookworm NIGHTLY_PYTEST_ARGS="-k BootTopology" make nightly
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from . import config, results
+from .mutation import _terminate, run_logged
+
+ROOT = config.ROOT
+FAILED = ("failed", "error")
+
+
+def junit_tests(path: Path) -> dict[str, dict[str, object]]:
+    """Per test of a pytest junit.xml ("Class.test_name"): outcome and seconds."""
+    tests = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        outcome = next((tag for tag in ("failure", "error", "skipped") if case.find(tag) is not None), "passed")
+        name = f"{case.get('classname', '').rsplit('.', 1)[-1]}.{case.get('name')}"
+        tests[name] = {"outcome": {"failure": "failed"}.get(outcome, outcome),
+                       "seconds": round(float(case.get("time") or 0), 1)}
+    return tests
+
+
+def qemu_source(env: dict[str, str]) -> str:
+    """Which QEMU this nightly tests, as the variables that chose it."""
+    if env.get("QEMU"):
+        return f"QEMU={env['QEMU']} (given binary)"
+    parts = [f"QEMU_SRC={env['QEMU_SRC']}" if env.get("QEMU_SRC") else
+             f"QEMU_DEB_VERSION={env['QEMU_DEB_VERSION']}" if env.get("QEMU_DEB_VERSION") else "pinned Debian version"]
+    parts += [f"{k}={env[k]}" for k in ("PATCHES", "MUTANT") if env.get(k)]
+    return ", ".join(parts)
+
+
+def run_cell(kernel: str, qemu: str, folder: Path, env: dict[str, str], pytest_args: list[str]) -> dict[str, object]:
+    """The acceptance suite on one guest kernel; its tests from junit.xml, or one failed pseudo-test."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kenv = {**env, "GUEST_KERNEL": kernel}
+    rc, guest = run_logged(["bash", "images/build-guest.sh"], kenv, folder / "guest-build.log")
+    if rc != 0 or not Path(guest, "vmlinux").is_file():
+        return {"exit": rc, "tests": {"(guest build)": {"outcome": "error", "seconds": 0}}}
+    rc, _ = run_logged([sys.executable, "-m", "pytest", "tests/acceptance", *pytest_args],
+                       {**kenv, "QEMU": qemu, "GUEST_DIR": guest, "RESULTS_DIR": str(folder)}, folder / "pytest.log")
+    latest = folder / "latest"
+    if not (latest / "junit.xml").is_file():
+        return {"exit": rc, "tests": {"(pytest)": {"outcome": "error", "seconds": 0}}}
+    run_logged([sys.executable, "-m", "nvme_hotswap.evidence", str(latest.resolve())], kenv, folder / "evidence.log")
+    env_json = latest / "environment.json"
+    environment = json.loads(env_json.read_text()) if env_json.is_file() else {}
+    return {"exit": rc, "tests": junit_tests(latest / "junit.xml"), "qemu_version": environment.get("qemu_version"),
+            "qemu_build": environment.get("qemu_build"), "guest_kernel": environment.get("guest", {}).get("kernel_release")}
+
+
+def run_mutants(folder: Path, env: dict[str, str]) -> dict[str, object]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rc, _ = run_logged([sys.executable, "-m", "nvme_hotswap.mutation"], {**env, "RESULTS_DIR": str(folder)},
+                       folder / "mutation.log")
+    table = folder / "latest" / "mutation.json"
+    rows = json.loads(table.read_text()) if table.is_file() else []
+    tests = {str(r["mutant"]): {"outcome": "passed" if r["killed"] else "failed", "seconds": r["test_seconds"]}
+             for r in rows}
+    return {"exit": rc, "tests": tests or {"(mutation check)": {"outcome": "error", "seconds": 0}}}
+
+
+def flat(line: dict) -> dict[str, dict[str, object]]:
+    """"cell/test" -> {outcome, seconds} over all cells of a history line."""
+    return {f"{cell}/{name}": t for cell, data in line.get("cells", {}).items() for name, t in data["tests"].items()}
+
+
+def compare(prev: dict, cur: dict, ratio: float = 1.5, min_extra: float = 5.0) -> dict[str, list[str]]:
+    """New failures (did not fail before, or absent; fails now), fixed tests (failed, now pass),
+    and slower tests (passed both times, now >= ratio x and >= min_extra s longer)."""
+    before, now = flat(prev), flat(cur)
+    out: dict[str, list[str]] = {"new_failures": [], "fixed": [], "slower": [], "still_failing": []}
+    for name, t in sorted(now.items()):
+        old = before.get(name)
+        if t["outcome"] in FAILED:
+            out["still_failing" if old and old["outcome"] in FAILED else "new_failures"].append(name)
+        elif t["outcome"] == "passed" and old and old["outcome"] in FAILED:
+            out["fixed"].append(name)
+        elif t["outcome"] == "passed" and old and old["outcome"] == "passed":
+            s, o = float(t["seconds"]), float(old["seconds"])
+            if s >= o * ratio and s - o >= min_extra:
+                out["slower"].append(f"{name} ({o:g} s -> {s:g} s)")
+    return out
+
+
+def totals(line: dict) -> dict[str, int]:
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    for t in flat(line).values():
+        counts["failed" if t["outcome"] in FAILED else str(t["outcome"])] += 1
+    return counts
+
+
+def report(prev: dict | None, cur: dict, diff: dict[str, list[str]] | None) -> tuple[str, bool]:
+    """The Markdown report and whether it is a regression (first run: whether anything failed)."""
+    t = cur["totals"]
+    lines = [f"# Nightly {cur['time']}", "", f"QEMU: {cur['qemu']['source']}, version {cur['qemu'].get('version')}",
+             f"Cells: {', '.join(cur['cells'])}; {t['passed']} passed, {t['failed']} failed, {t['skipped']} skipped", ""]
+    if prev is None or diff is None:
+        failing = [n for n, x in flat(cur).items() if x["outcome"] in FAILED]
+        lines += ["no previous run to compare with"] + [f"- failing: {n}" for n in failing]
+        return "\n".join(lines) + "\n", bool(failing)
+    lines.append(f"Compared with {prev['time']}:")
+    for key, title in [("new_failures", "new failure"), ("slower", "slower"), ("fixed", "fixed"),
+                       ("still_failing", "still failing")]:
+        lines += [f"- {title}: {n}" for n in diff[key]]
+    regression = bool(diff["new_failures"] or diff["slower"])
+    lines += ["", f"REGRESSION: {len(diff['new_failures'])} new failures, {len(diff['slower'])} slower"
+              if regression else "no regression"]
+    return "\n".join(lines) + "\n", regression
+
+
+def last_line(history: Path) -> dict | None:
+    lines = [ln for ln in history.read_text().splitlines() if ln.strip()] if history.is_file() else []
+    return json.loads(lines[-1]) if lines else None
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    history = Path(os.environ.get("NIGHTLY_HISTORY", config.results_root() / "nightly-history.jsonl"))
+    kernels = os.environ.get("NIGHTLY_KERNELS", "bookworm trixie").split()
+    pytest_args = shlex.split(os.environ.get("NIGHTLY_PYTEST_ARGS", os.environ.get("PYTEST_ARGS", "")))
+    run = results.run_dir()
+    env = {k: v for k, v in os.environ.items() if k not in (results.RUN_DIR_ENV, "GUEST_DIR")}
+    line: dict = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "run": str(run), "pytest_args": pytest_args, "qemu": {"source": qemu_source(env)}, "cells": {}}
+    print(f"nightly: QEMU from {line['qemu']['source']}; kernels {' '.join(kernels)}; results {run}", flush=True)
+
+    qemu = env.get("QEMU")
+    if not qemu:
+        rc, qemu = run_logged(["bash", "scripts/build-qemu.sh"], env, run / "qemu-build.log")
+        if rc != 0 or not Path(qemu).is_file():
+            line["cells"]["qemu"] = {"exit": rc, "tests": {"(qemu build)": {"outcome": "error", "seconds": 0}}}
+            qemu = ""
+    line["qemu"]["binary"] = qemu
+    for kernel in kernels if qemu else []:
+        start = time.monotonic()
+        cell = line["cells"][kernel] = run_cell(kernel, qemu, run / kernel, env, pytest_args)
+        line["qemu"].setdefault("version", cell.pop("qemu_version", None))
+        line["qemu"].setdefault("build", cell.pop("qemu_build", None))
+        c = totals({"cells": {kernel: cell}})
+        print(f"nightly: {kernel}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped "
+              f"({round(time.monotonic() - start)} s)", flush=True)
+    if os.environ.get("NIGHTLY_MUTANTS") == "1":
+        line["cells"]["mutants"] = run_mutants(run / "mutants", {k: v for k, v in env.items() if k != "QEMU"})
+    line["totals"] = totals(line)
+
+    prev = last_line(history)
+    diff = compare(prev, line, float(os.environ.get("NIGHTLY_SLOWER", "1.5")),
+                   float(os.environ.get("NIGHTLY_SLOWER_MIN_S", "5"))) if prev else None
+    history.parent.mkdir(parents=True, exist_ok=True)
+    with history.open("a") as f:
+        f.write(json.dumps(line, sort_keys=True) + "\n")
+    text, regression = report(prev, line, diff)
+    (run / "nightly.md").write_text(text)
+    print("\n" + text + f"\nreport: {run / 'nightly.md'}; history: {history}")
+    return 1 if regression else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

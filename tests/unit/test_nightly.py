@@ -1,0 +1,99 @@
+"""The nightly's comparison and report, on hand-made history lines (no guest)."""
+import json
+import tempfile
+import unittest
+from pathlib import Path
+
+from nvme_hotswap import nightly
+
+
+def line(time: str, **cells: dict[str, tuple[str, float]]) -> dict:
+    """A history line: cell -> {test: (outcome, seconds)}."""
+    out = {"time": time, "qemu": {"source": "pinned Debian version", "version": "10.2.2"},
+           "cells": {c: {"exit": 0, "tests": {n: {"outcome": o, "seconds": s} for n, (o, s) in tests.items()}}
+                     for c, tests in cells.items()}}
+    out["totals"] = nightly.totals(out)
+    return out
+
+
+BEFORE = line("t1", bookworm={"A.test_pass": ("passed", 5.0), "A.test_fail": ("failed", 3.0),
+                              "A.test_skip": ("skipped", 0.0), "A.test_short": ("passed", 1.0),
+                              "A.test_long": ("passed", 20.0)},
+              trixie={"A.test_pass": ("passed", 5.0)})
+
+
+class Compare(unittest.TestCase):
+    def test_same_results_no_regression(self) -> None:
+        diff = nightly.compare(BEFORE, BEFORE)
+        self.assertEqual(diff, {"new_failures": [], "fixed": [], "slower": [], "still_failing": ["bookworm/A.test_fail"]})
+        text, regression = nightly.report(BEFORE, BEFORE, diff)
+        self.assertFalse(regression)
+        self.assertIn("no regression", text)
+        self.assertIn("still failing: bookworm/A.test_fail", text)
+
+    def test_new_failure_fixed_and_absent(self) -> None:
+        now = line("t2", bookworm={"A.test_pass": ("failed", 5.0), "A.test_fail": ("passed", 3.0),
+                                   "A.test_skip": ("error", 0.0), "A.test_new": ("failed", 1.0)},
+                   trixie={"A.test_pass": ("passed", 5.0)})
+        diff = nightly.compare(BEFORE, now)
+        self.assertEqual(diff["new_failures"], ["bookworm/A.test_new", "bookworm/A.test_pass", "bookworm/A.test_skip"])
+        self.assertEqual(diff["fixed"], ["bookworm/A.test_fail"])
+        text, regression = nightly.report(BEFORE, now, diff)
+        self.assertTrue(regression)
+        self.assertIn("new failure: bookworm/A.test_pass", text)
+        self.assertIn("REGRESSION: 3 new failures, 0 slower", text)
+
+    def test_same_test_other_cell_is_its_own(self) -> None:
+        now = line("t2", trixie={"A.test_fail": ("failed", 3.0)})
+        self.assertEqual(nightly.compare(BEFORE, now)["new_failures"], ["trixie/A.test_fail"])
+
+    def test_slower_needs_ratio_and_seconds(self) -> None:
+        now = line("t2", bookworm={"A.test_pass": ("passed", 10.5),   # x2.1 and +5.5 s: slower
+                                   "A.test_short": ("passed", 4.0),   # x4 but +3 s: noise
+                                   "A.test_long": ("passed", 28.0)},  # +8 s but x1.4: not slower
+                   trixie={"A.test_pass": ("failed", 50.0)})           # a failure, not a slowdown
+        diff = nightly.compare(BEFORE, now)
+        self.assertEqual(diff["slower"], ["bookworm/A.test_pass (5 s -> 10.5 s)"])
+        self.assertEqual(nightly.compare(BEFORE, now, ratio=1.3)["slower"],
+                         ["bookworm/A.test_long (20 s -> 28 s)", "bookworm/A.test_pass (5 s -> 10.5 s)"])
+        self.assertTrue(nightly.report(BEFORE, line("t3", bookworm={"A.test_pass": ("passed", 10.5)}),
+                                       nightly.compare(BEFORE, line("t3", bookworm={"A.test_pass": ("passed", 10.5)})))[1])
+
+    def test_first_run_exits_by_its_own_results(self) -> None:
+        text, regression = nightly.report(None, BEFORE, None)
+        self.assertIn("no previous run to compare with", text)
+        self.assertTrue(regression)
+        self.assertFalse(nightly.report(None, line("t", bookworm={"A.t": ("passed", 1.0)}), None)[1])
+
+    def test_totals_count_errors_as_failed(self) -> None:
+        self.assertEqual(line("t", k={"a": ("passed", 1), "b": ("error", 0), "c": ("skipped", 0)})["totals"],
+                         {"passed": 1, "failed": 1, "skipped": 1})
+
+
+class History(unittest.TestCase):
+    def test_last_line_and_junit(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            history = Path(tmp, "h.jsonl")
+            self.assertIsNone(nightly.last_line(history))
+            history.write_text(json.dumps(BEFORE) + "\n" + json.dumps({"time": "t9", "cells": {}}) + "\n\n")
+            self.assertEqual(nightly.last_line(history)["time"], "t9")
+            junit = Path(tmp, "junit.xml")
+            junit.write_text('<testsuites><testsuite><testcase classname="tests.acceptance.test_b.B" name="test_x" '
+                             'time="4.56"/><testcase classname="tests.acceptance.test_b.B" name="test_y" time="1">'
+                             '<failure message="boom"/></testcase><testcase classname="tests.acceptance.test_b.B" '
+                             'name="test_z" time="0"><skipped/></testcase></testsuite></testsuites>')
+            self.assertEqual(nightly.junit_tests(junit), {
+                "B.test_x": {"outcome": "passed", "seconds": 4.6},
+                "B.test_y": {"outcome": "failed", "seconds": 1.0},
+                "B.test_z": {"outcome": "skipped", "seconds": 0.0}})
+
+    def test_qemu_source(self) -> None:
+        self.assertEqual(nightly.qemu_source({}), "pinned Debian version")
+        self.assertEqual(nightly.qemu_source({"QEMU_DEB_VERSION": "1:10.1+ds-1"}), "QEMU_DEB_VERSION=1:10.1+ds-1")
+        self.assertEqual(nightly.qemu_source({"QEMU_SRC": "/q", "QEMU_DEB_VERSION": "x", "MUTANT": "m"}),
+                         "QEMU_SRC=/q, MUTANT=m")
+        self.assertIn("given binary", nightly.qemu_source({"QEMU": "/bin/q"}))
+
+
+if __name__ == "__main__":
+    unittest.main()
