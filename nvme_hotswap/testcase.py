@@ -56,10 +56,20 @@ class HotswapTest(avocado.Test):
 
     # --- setup / teardown ------------------------------------------------------------------
     def setUp(self) -> None:
-        self.artifacts = (Path(self.logdir) if self._under_avocado_runner else
-                          results.test_dir(f"{type(self).__module__}.{type(self).__name__}.{self._testMethodName}"))
         self.vm: QemuMachine | None = None
         self.guest: Guest | None = None
+        self._log_handler: logging.Handler | None = None
+        try:
+            self._set_up()
+        except BaseException:
+            # unittest (pytest) skips tearDown when setUp fails or cancels; avocado calls it anyway.
+            if not self._under_avocado_runner:
+                self._release()
+            raise
+
+    def _set_up(self) -> None:
+        self.artifacts = (Path(self.logdir) if self._under_avocado_runner else
+                          results.test_dir(f"{type(self).__module__}.{type(self).__name__}.{self._testMethodName}"))
         self._log_handler = logging.FileHandler(self.artifacts / "test.log")
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         for name in ("avocado.test", "nvme_hotswap"):
@@ -77,7 +87,8 @@ class HotswapTest(avocado.Test):
         self.topology = Topology.create(self.artifacts / "disks", controllers=self.controllers,
                                         namespaces_per_controller=self.namespaces_per_controller,
                                         subsys=self.subsys)
-        (self.artifacts / "topology.json").write_text(json.dumps(self.topology.as_dict(self.native_pcie_hotplug), indent=2) + "\n")
+        (self.artifacts / "topology.json").write_text(
+            json.dumps(self.topology.as_dict(self.native_pcie_hotplug), indent=2) + "\n")
         self.boot()
 
     def tearDown(self) -> None:
@@ -88,19 +99,27 @@ class HotswapTest(avocado.Test):
                     problems += self.guest_kernel_problems()
                 except Exception as exc:  # an unreachable guest is itself worth reporting
                     problems.append(f"could not read the guest kernel log after the test: {exc!r}")
-                self.guest.close()
             if self.vm is not None and not self.vm.is_running():
                 problems.append(f"QEMU exited during the test with code {self.vm.proc.returncode}: "
                                 f"{self.vm.stderr_tail()}")
         finally:
-            if self.vm is not None:
-                self.vm.shutdown()
+            self._release()
+        if problems:
+            self.fail("\n".join(problems))
+
+    def _release(self) -> None:
+        """End the VM by PID, drop the backing files, detach the log file; safe to call twice."""
+        if self.guest is not None:
+            self.guest.close()
+        if self.vm is not None:
+            self.vm.shutdown()
+        if hasattr(self, "artifacts"):
             shutil.rmtree(self.artifacts / "disks", ignore_errors=True)
+        if self._log_handler is not None:
             for name in ("avocado.test", "nvme_hotswap"):
                 logging.getLogger(name).removeHandler(self._log_handler)
             self._log_handler.close()
-        if problems:
-            self.fail("\n".join(problems))
+            self._log_handler = None
 
     def guest_kernel_problems(self) -> list[str]:
         """Save the guest kernel log as an artifact; return excerpts of any kernel bug reports."""
