@@ -80,6 +80,9 @@ class HotswapTest(avocado.Test):
             reason = self.caps.missing(need)
             if reason:
                 self.cancel(reason)
+        reason = self.guest_precondition()
+        if reason:
+            self.cancel(reason)
         self.accel = accel.choose()
         self.log.info("QEMU %s (%s); accelerator: %s", self.caps.version, self.caps.qemu, self.accel)
         _record_environment(self.caps, self.accel)
@@ -127,6 +130,11 @@ class HotswapTest(avocado.Test):
         lines = self.guest.klog()
         (self.artifacts / "guest-dmesg.log").write_text("\n".join(map(str, lines)) + "\n")
         return [f"guest kernel log reports trouble:\n{e}" for e in klog.trouble(lines)]
+
+    def guest_precondition(self) -> str | None:
+        """Why this test cannot run on the configured guest (checked after the `needs:` tags, so
+        a QEMU without the series still cancels with "QEMU lacks ..."), or None. Nothing is booted yet."""
+        return None
 
     # --- booting ---------------------------------------------------------------------------
     def extra_qemu_args(self) -> list[str]:

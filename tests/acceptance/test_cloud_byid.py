@@ -20,11 +20,11 @@ class CloudByIdLinks(HotswapTest):
     :avocado: tags=arch:x86_64,machine:q35,nvme,aer,cloud,needs:drive_insert
     """
 
-    def setUp(self) -> None:
-        # Before anything is probed or booted: the default (fast) run stays as fast as it was.
+    def guest_precondition(self) -> str | None:
+        # Before anything is booted: the default (fast) run stays as fast as it was.
         if config.guest_flavour() != "cloud":
-            self.cancel("needs the cloud guest (GUEST=cloud): the fast guest has no udev")
-        super().setUp()
+            return "needs the cloud guest (GUEST=cloud): the fast guest has no udev"
+        return None
 
     def byid_links(self, disk: str) -> dict[str, str]:
         """by-id link name -> target, for the links that resolve to /dev/`disk`."""
