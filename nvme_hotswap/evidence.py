@@ -21,7 +21,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from . import config, klog
+from . import config, junit, klog
 from .guestfacts import KernelLine, parse_dmesg
 
 MARK = "nvme-hotswap: mark "     # written by Guest.klog_mark() right before each hot-swap
@@ -170,20 +170,10 @@ def hot_swaps(monitor: list[MonitorEntry], proof: list[tuple[KernelLine, str]]) 
     return swaps
 
 
-def outcomes(junit: Path) -> list[dict[str, str]]:
+def outcomes(junit_xml: Path) -> list[dict[str, str]]:
     """One row per test case: name, outcome (passed/failed/error/skipped), seconds, message."""
-    rows = []
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        outcome, message = "passed", ""
-        for kind in ("failure", "error", "skipped"):
-            el = case.find(kind)
-            if el is not None:
-                outcome = {"failure": "failed"}.get(kind, kind)
-                message = (el.get("message") or "").splitlines()[0] if el.get("message") else ""
-                break
-        rows.append({"name": f"{case.get('classname', '')}.{case.get('name', '')}".lstrip("."),
-                     "outcome": outcome, "seconds": f"{float(case.get('time', 0)):.1f}", "message": message})
-    return rows
+    return [{"name": c.full_name, "outcome": c.outcome, "seconds": f"{c.seconds:.1f}", "message": c.message}
+            for c in junit.read(junit_xml)]
 
 
 # --- the report ----------------------------------------------------------------------------

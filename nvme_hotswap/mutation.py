@@ -22,10 +22,9 @@ import signal
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from . import config, results
+from . import config, junit, results
 
 ROOT = config.ROOT
 MUTANTS_DIR = ROOT / "patches" / "mutants"
@@ -45,20 +44,10 @@ def description(diff: Path) -> str:
 
 def junit_outcome(path: Path) -> dict[str, object]:
     """Tests run, failed (failures + errors) and the first failing test of a pytest junit.xml."""
-    run, failed, first = 0, 0, ""
-    for case in ET.parse(path).getroot().iter("testcase"):
-        if case.find("skipped") is not None:
-            continue
-        run += 1
-        bad = case.find("failure")
-        if bad is None:
-            bad = case.find("error")
-        if bad is not None:
-            failed += 1
-            if not first:
-                msg = (bad.get("message") or "").splitlines()[0][:160] if bad.get("message") else bad.tag
-                first = f"{case.get('classname', '').rsplit('.', 1)[-1]}.{case.get('name')}: {msg}"
-    return {"tests_run": run, "failed": failed, "first_failure": first}
+    ran = [c for c in junit.read(path) if c.outcome != "skipped"]
+    failed = [c for c in ran if c.outcome in ("failed", "error")]
+    first = f"{failed[0].short_name}: {failed[0].message[:160] or failed[0].outcome}" if failed else ""
+    return {"tests_run": len(ran), "failed": len(failed), "first_failure": first}
 
 
 def run_logged(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, str]:
@@ -100,12 +89,12 @@ def build_and_run(row: dict[str, object], build_env: dict[str, str], pytest_args
                        {**env, "QEMU": binary, "GUEST_DIR": guest, "RESULTS_DIR": str(folder)},
                        folder / "pytest.log")
     row["test_seconds"] = round(time.monotonic() - start)
-    junit = folder / "latest" / "junit.xml"
-    if not junit.is_file():
-        row["error"] = f"pytest (exit {rc}) wrote no {junit}; see {folder / 'pytest.log'}"
+    junit_xml = folder / "latest" / "junit.xml"
+    if not junit_xml.is_file():
+        row["error"] = f"pytest (exit {rc}) wrote no {junit_xml}; see {folder / 'pytest.log'}"
         return None
-    row.update(junit_outcome(junit))
-    return junit
+    row.update(junit_outcome(junit_xml))
+    return junit_xml
 
 
 def new_row(name: str, breaks: str) -> dict[str, object]:
@@ -124,11 +113,11 @@ def check(name: str, diff: Path, folder: Path, guest: str) -> dict[str, object]:
 def check_unpatched(folder: Path, guest: str) -> dict[str, object]:
     """The control: on QEMU without the series every selected scenario cancels with a reason."""
     row = new_row("(control) no series", "the whole series is absent: every scenario must cancel, none may run")
-    junit = build_and_run(row, {"PATCHES": "none"}, [], folder, guest)
-    if junit is None:
+    junit_xml = build_and_run(row, {"PATCHES": "none"}, [], folder, guest)
+    if junit_xml is None:
         return row
-    cases = list(ET.parse(junit).getroot().iter("testcase"))
-    reasons = [c.find("skipped").get("message", "") for c in cases if c.find("skipped") is not None]
+    cases = junit.read(junit_xml)
+    reasons = [c.message for c in cases if c.outcome == "skipped"]
     unexplained = [r for r in reasons if "QEMU lacks" not in r]
     row["cancelled"] = len(reasons)
     # "killed" reads as "the control behaved": nothing ran, everything cancelled with a reason.

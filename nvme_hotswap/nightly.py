@@ -22,10 +22,9 @@ import shlex
 import signal
 import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from . import config, results
+from . import config, junit, results
 from .mutation import _terminate, run_logged
 
 ROOT = config.ROOT
@@ -34,13 +33,7 @@ FAILED = ("failed", "error")
 
 def junit_tests(path: Path) -> dict[str, dict[str, object]]:
     """Per test of a pytest junit.xml ("Class.test_name"): outcome and seconds."""
-    tests = {}
-    for case in ET.parse(path).getroot().iter("testcase"):
-        outcome = next((tag for tag in ("failure", "error", "skipped") if case.find(tag) is not None), "passed")
-        name = f"{case.get('classname', '').rsplit('.', 1)[-1]}.{case.get('name')}"
-        tests[name] = {"outcome": {"failure": "failed"}.get(outcome, outcome),
-                       "seconds": round(float(case.get("time") or 0), 1)}
-    return tests
+    return {c.short_name: {"outcome": c.outcome, "seconds": round(c.seconds, 1)} for c in junit.read(path)}
 
 
 def qemu_source(env: dict[str, str]) -> str:
