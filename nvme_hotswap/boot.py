@@ -4,21 +4,17 @@ Used by HotswapTest and by the benchmarks, so both measure and test the same mac
 """
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
-from . import cloud, config, guestfacts
+from . import cloud, config
 from .accel import AccelChoice
 from .guest import Guest
 from .machine import QemuMachine
 from .topology import Topology
 
-log = logging.getLogger(__name__)
-
 BOOT_TIMEOUT_S = 180.0     # serial marker; TCG on a loaded 2-core machine
 SSH_TIMEOUT_S = 60.0
-BOOT_ATTEMPTS = 5          # boots tried until the controllers are numbered in PCI address order (6.12: ~1 in 5 is not)
 # `quiet` only quiets the console (dmesg keeps info lines); the crypto self-tests cost ~0.8 s under TCG.
 KERNEL_ARGS = "console=ttyS0 panic=-1 quiet cryptomgr.notests=1"
 
@@ -67,40 +63,25 @@ def guest_qemu_args(accel: AccelChoice, topology: Topology, native_pcie_hotplug:
 
 
 def boot_guest(args: list[str], artifacts: Path, name: str = "vm") -> tuple[QemuMachine, Guest, float]:
-    """Launch QEMU, wait for the guest's sshd marker, connect; return (vm, guest, seconds).
+    """Launch QEMU, wait for the guest's sshd, connect; return (vm, guest, seconds).
 
-    If anything fails the VM is ended before the error propagates. A boot whose controllers are
-    numbered out of PCI address order (guestfacts.probe_order_problem: the nvme driver's
-    asynchronous probe, seen on 6.12) is not the baseline the scenarios assume: it is ended, its
-    logs kept as `<name>-discarded<N>-*`, and the guest booted again (at most BOOT_ATTEMPTS times).
+    If anything fails the VM is ended before the error propagates.
     """
-    for attempt in range(1, BOOT_ATTEMPTS + 1):
-        start = time.monotonic()
-        vm = QemuMachine(config.qemu_binary(), args, artifacts, name=name)
-        vm.launch()
-        try:
-            if config.guest_flavour() == "cloud":
-                # No console marker (a cloud image prints a login prompt): retry SSH within the
-                # boot bound until sshd answers and cloud-init has installed the key.
-                guest = Guest(vm.usernet_ssh_port(), cloud.key_file(), artifacts / f"{name}-ssh.log",
-                              user=config.cloud_user())
-                guest.connect(BOOT_TIMEOUT_S, alive=vm.is_running)
-            else:
-                Guest.wait_for_console(vm.console_text, BOOT_TIMEOUT_S, vm.is_running)
-                guest = Guest(vm.usernet_ssh_port(), config.guest_dir() / "id_ed25519", artifacts / f"{name}-ssh.log")
-                guest.connect(SSH_TIMEOUT_S)
-            problem = guestfacts.probe_order_problem(guest.controllers())
-        except BaseException:
-            vm.shutdown()
-            raise
-        if problem is None:
-            return vm, guest, time.monotonic() - start
-        log.warning("boot %d of %d discarded: %s", attempt, BOOT_ATTEMPTS, problem)
-        guest.close()
+    start = time.monotonic()
+    vm = QemuMachine(config.qemu_binary(), args, artifacts, name=name)
+    vm.launch()
+    try:
+        if config.guest_flavour() == "cloud":
+            # No console marker (a cloud image prints a login prompt): retry SSH within the
+            # boot bound until sshd answers and cloud-init has installed the key.
+            guest = Guest(vm.usernet_ssh_port(), cloud.key_file(), artifacts / f"{name}-ssh.log",
+                          user=config.cloud_user())
+            guest.connect(BOOT_TIMEOUT_S, alive=vm.is_running)
+        else:
+            Guest.wait_for_console(vm.console_text, BOOT_TIMEOUT_S, vm.is_running)
+            guest = Guest(vm.usernet_ssh_port(), config.guest_dir() / "id_ed25519", artifacts / f"{name}-ssh.log")
+            guest.connect(SSH_TIMEOUT_S)
+    except BaseException:
         vm.shutdown()
-        if attempt == BOOT_ATTEMPTS:
-            raise RuntimeError(f"{BOOT_ATTEMPTS} boots, each with {problem}")
-        for f in artifacts.glob(f"{name}-*"):
-            if "-discarded" not in f.name:
-                f.rename(f.with_name(f.name.replace(f"{name}-", f"{name}-discarded{attempt}-", 1)))
-    raise AssertionError("unreachable")
+        raise
+    return vm, guest, time.monotonic() - start

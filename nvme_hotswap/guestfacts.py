@@ -57,22 +57,6 @@ def parse_controllers(text: str) -> list[ControllerInfo]:
     return sorted(out, key=lambda c: _natural(c.name))
 
 
-def probe_order_problem(ctrls: list[ControllerInfo]) -> str | None:
-    """Why the controllers' numbers do not follow their PCI addresses, or None if they do.
-
-    The scenarios start from nvmeN at root port rpN. The nvme driver probes asynchronously
-    (PROBE_PREFER_ASYNCHRONOUS), so the controller numbers follow whichever probe allocates its
-    instance first: on 6.1 (nvme a module) that matched the address order in every boot seen, on
-    6.12's cloud kernel (nvme built in) 3 boots in 17 numbered them out of order.
-    """
-    by_address = [c.name for c in sorted(ctrls, key=lambda c: c.address)]
-    by_number = sorted(by_address, key=_natural)
-    if by_address == by_number:
-        return None
-    return ("controllers numbered out of PCI address order (asynchronous probe): "
-            + ", ".join(f"{c.address}={c.name}" for c in sorted(ctrls, key=lambda c: c.address)))
-
-
 _PATH_NODE = re.compile(r"^nvme(\d+)c\d+n(\d+)$")
 
 

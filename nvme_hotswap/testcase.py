@@ -146,10 +146,25 @@ class HotswapTest(avocado.Test):
         args += self.extra_qemu_args()
         self.vm, self.guest, self.boot_seconds = boot_guest(args, self.artifacts)
         self.log.info("guest up over SSH %.2f s after QEMU started (%s)", self.boot_seconds, self.accel.accel)
+        # The guest numbers controllers in probe order, which is not always PCI order (6.12 probes
+        # asynchronously): tests name them by what the guest called the controller at each address.
+        self.boot_names = self.guest.nvme_names()
+        (self.artifacts / "guest-names.json").write_text(json.dumps(self.boot_names, indent=2) + "\n")
+        missing = [c.pci_address for c in self.topology.controllers if c.pci_address not in self.boot_names]
+        if missing:
+            self.fail(f"the guest has no NVMe controller at {missing}; it has {self.boot_names}")
 
     # --- verbs shared by the tests ---------------------------------------------------------
     def ctrl(self, index: int) -> ControllerSpec:
         return self.topology.controller(index)
+
+    def ctrl_name(self, index: int) -> str:
+        """The guest's name (nvmeX) of controller `index` at boot, found by its PCI address."""
+        return self.boot_names[self.ctrl(index).pci_address][0]
+
+    def disk(self, index: int) -> str:
+        """The guest's block device (nvmeXnY) of controller `index`'s first namespace at boot."""
+        return self.boot_names[self.ctrl(index).pci_address][1][0]
 
     def new_disk(self, name: str, size_mib: int = 64) -> Path:
         """A fresh labelled backing file (first bytes: `label_of(name)`), removed after the test."""
@@ -178,7 +193,7 @@ class HotswapTest(avocado.Test):
         kernel-log mark taken before the pull."""
         c = self.ctrl(index)
         ns = c.namespaces[0]
-        disk = self.guest.namespace(c.dev_id, ns.nsid).block
+        disk = self.guest.namespace(self.ctrl_name(index), ns.nsid).block
         mark = self.guest.klog_mark()
         self.vm.drive_del(ns.drive_id)
         self.assert_io_fails(disk)
@@ -193,10 +208,10 @@ class HotswapTest(avocado.Test):
         ns = c.namespaces[0]
         self.guest.klog_mark()  # where the evidence report's timeline of this swap starts
         self.vm.device_del(ns.dev_id)
-        self.wait_for_namespace_gone(c.dev_id, ns.nsid)
+        self.wait_for_namespace_gone(self.ctrl_name(index), ns.nsid)
         self.vm.drive_del(ns.drive_id)
         self.plug_namespace(ns.dev_id, ns.drive_id, ns.nsid, bus=c.dev_id, image=image)
-        self.wait_for_namespace(c.dev_id, ns.nsid)
+        self.wait_for_namespace(self.ctrl_name(index), ns.nsid)
 
     def assert_io_fails(self, disk: str) -> None:
         """With the drive pulled, guest I/O fails promptly with an error; it does not hang."""
@@ -209,7 +224,8 @@ class HotswapTest(avocado.Test):
         self.wait_for_klog(mark, klog.RECOVERY_OK, RECOVERY_TIMEOUT_S, port=c.port_pci_address)
         lines = self.guest.klog_since(mark)
         for template, names in [(klog.AER_FATAL_RECEIVED, {"port": c.port_pci_address}), (klog.AER_SDES, {}),
-                                (klog.NVME_FROZEN, {"ctrl": c.dev_id}), (klog.NVME_SLOT_RESET, {"ctrl": c.dev_id})]:
+                                (klog.NVME_FROZEN, {"ctrl": self.ctrl_name(index)}),
+                                (klog.NVME_SLOT_RESET, {"ctrl": self.ctrl_name(index)})]:
             self.assertTrue(klog.find(lines, template, **names),
                             f"no /{klog.pattern(template, **names).pattern}/ in the guest log after the injection")
         self.assertFalse(klog.find(lines, klog.RECOVERY_FAILED, port=c.port_pci_address))

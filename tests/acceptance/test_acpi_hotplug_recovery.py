@@ -33,9 +33,10 @@ class AcpiHotplugRecovery(HotswapTest):
         lines = self.guest.klog_since(mark)
         self.assertFalse(klog.find(lines, klog.RECOVERY_OK, port=c.port_pci_address))
         self.assertFalse(klog.find(lines, klog.LINK_RESET_OK, port=c.port_pci_address))
-        read = self.guest.try_read("nvme2n1", seconds=10)
-        self.assertIn(read.status, ("error", "hung"), "nvme2n1 still reads after a failed recovery")
-        self.log.info("read of nvme2n1 after the failed recovery: %s", read)
+        disk = self.disk(2)
+        read = self.guest.try_read(disk, seconds=10)
+        self.assertIn(read.status, ("error", "hung"), f"{disk} still reads after a failed recovery")
+        self.log.info("read of %s after the failed recovery: %s", disk, read)
         (self.artifacts / "observed.txt").write_text(
-            f"ACPI hotplug: device recovery failed; a read of nvme2n1 then {read.status}"
+            f"ACPI hotplug: device recovery failed; a read of {disk} then {read.status}"
             + (f" (exit {read.rc})" if read.rc is not None else " (still blocked after 10 s)") + "\n")

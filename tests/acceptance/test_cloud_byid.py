@@ -35,7 +35,7 @@ class CloudByIdLinks(HotswapTest):
     def test_byid_links_survive_swap(self) -> None:
         c = self.ctrl(2)
         ns = c.namespaces[0]
-        disk = self.guest.namespace(c.dev_id, ns.nsid).block
+        disk = self.guest.namespace(self.ctrl_name(2), ns.nsid).block
         before = self.byid_links(disk)
         self.log.info("by-id links of /dev/%s before the swap: %s", disk, before)
         self.assertTrue(before, f"udev made no /dev/disk/by-id/nvme-* link for /dev/{disk}")

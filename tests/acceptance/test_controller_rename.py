@@ -40,8 +40,8 @@ class ControllerRename(HotswapTest):
         ctrl = self.ctrl(2)
         before = self.guest.nvme_names()
         old_name, old_disks = before[ctrl.pci_address]
-        self.assertEqual((old_name, old_disks), ("nvme2", ["nvme2n1"]))
-        self.guest.hold_open("/dev/nvme2n1")
+        self.assertEqual((old_name, old_disks), (self.ctrl_name(2), [self.disk(2)]))
+        self.guest.hold_open(f"/dev/{old_disks[0]}")
 
         self.unplug_controller(2)
         wait_until(lambda: self.guest.controller_at(ctrl.pci_address) is None, 30,

@@ -24,33 +24,33 @@ class DriveReconnect(HotswapTest):
         c = self.ctrl(2)
         ns = c.namespaces[0]
         before = self.guest.nvme_names()
-        digest = self.write_pattern("nvme2n1")
+        digest = self.write_pattern(self.disk(2))
 
         self.swap_drive(2, ns.image)
 
         self.assert_names_unchanged(before)
         self.assertEqual(self.guest.controller_at(c.pci_address).serial, c.serial)
-        self.assertEqual(self.guest.read_sha256("nvme2n1", PATTERN_AT, PATTERN_BLOCKS), digest,
+        self.assertEqual(self.guest.read_sha256(self.disk(2), PATTERN_AT, PATTERN_BLOCKS), digest,
                          "the pattern written before the pull does not read back")
-        new = self.guest.write_random("nvme2n1", PATTERN_AT * 2, 4)
+        new = self.guest.write_random(self.disk(2), PATTERN_AT * 2, 4)
         self.assertEqual(image_sha256(ns.image, PATTERN_AT * 2, 4), new, "a write after recovery did not land")
 
     def test_replacement_disk(self) -> None:
         """drive_insert a different, fresh file: same names, and the guest reads the new disk."""
         c = self.ctrl(2)
         before = self.guest.nvme_names()
-        digest = self.write_pattern("nvme2n1")
+        digest = self.write_pattern(self.disk(2))
         fresh = self.new_disk("replacement")
 
         self.swap_drive(2, fresh)
 
         self.assert_names_unchanged(before)
         self.assertEqual(self.guest.controller_at(c.pci_address).serial, c.serial)
-        self.assertEqual(self.guest.read_head("nvme2n1", len(label_of("replacement"))), label_of("replacement"),
+        self.assertEqual(self.guest.read_head(self.disk(2), len(label_of("replacement"))), label_of("replacement"),
                          "the guest does not read the replacement disk")
-        self.assertNotEqual(self.guest.read_sha256("nvme2n1", PATTERN_AT, PATTERN_BLOCKS), digest,
+        self.assertNotEqual(self.guest.read_sha256(self.disk(2), PATTERN_AT, PATTERN_BLOCKS), digest,
                             "the old disk's pattern still reads back from the replacement")
-        new = self.guest.write_random("nvme2n1", PATTERN_AT, 4)
+        new = self.guest.write_random(self.disk(2), PATTERN_AT, 4)
         self.assertEqual(image_sha256(fresh, PATTERN_AT, 4), new, "a write after recovery did not reach the new file")
 
     def extra_qemu_args(self) -> list[str]:

@@ -17,7 +17,7 @@ class MonitorErrors(HotswapTest):
     def setUp(self) -> None:
         super().setUp()
         self.before = self.guest.nvme_names()
-        self.digest = self.guest.write_random("nvme1n1", 32, 4)
+        self.digest = self.guest.write_random(self.disk(1), 32, 4)
 
     def assert_refused(self, call: Callable[[], object], *names: str) -> None:
         with self.assertRaises(MonitorError) as refused:
@@ -30,7 +30,7 @@ class MonitorErrors(HotswapTest):
 
     def assert_guest_untouched(self) -> None:
         self.assert_names_unchanged(self.before)
-        self.assertEqual(self.guest.read_sha256("nvme1n1", 32, 4), self.digest)
+        self.assertEqual(self.guest.read_sha256(self.disk(1), 32, 4), self.digest)
 
     def test_stock_commands(self) -> None:
         """device_del of an unknown id, AER injection at an unknown port (no series needed)."""

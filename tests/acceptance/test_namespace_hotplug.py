@@ -11,11 +11,11 @@ class NamespaceHotplug(HotswapTest):
     :avocado: tags=arch:x86_64,machine:q35,nvme,aen,needs:nvme_ns_hotplug
     """
 
-    def assert_rescanned_only(self, mark: str, ctrl: str) -> None:
-        """The AEN reached `ctrl` (it rescanned) and no other controller rescanned."""
-        self.wait_for_klog(mark, klog.NS_RESCAN, ctrl=ctrl)
+    def assert_rescanned_only(self, mark: str, index: int) -> None:
+        """The AEN reached controller `index` (it rescanned) and no other controller rescanned."""
+        self.wait_for_klog(mark, klog.NS_RESCAN, ctrl=self.ctrl_name(index))
         lines = self.guest.klog_since(mark)
-        for other in (c.dev_id for c in self.topology.controllers if c.dev_id != ctrl):
+        for other in (self.ctrl_name(c.index) for c in self.topology.controllers if c.index != index):
             self.assertFalse(klog.find(lines, klog.NS_RESCAN, ctrl=other), f"{other} rescanned too")
 
     def test_hot_add(self) -> None:
@@ -24,8 +24,8 @@ class NamespaceHotplug(HotswapTest):
         mark = self.guest.klog_mark()
 
         self.plug_namespace("ns2_1", "drv2_1", nsid=2, bus="nvme2", image=image)
-        ns = self.wait_for_namespace("nvme2", 2)
-        self.assert_rescanned_only(mark, "nvme2")
+        ns = self.wait_for_namespace(self.ctrl_name(2), 2)
+        self.assert_rescanned_only(mark, 2)
 
         self.assertEqual(ns.size_bytes, 32 << 20)
         ident = self.guest.identify_namespace(ns.block)
@@ -35,7 +35,7 @@ class NamespaceHotplug(HotswapTest):
         after = self.guest.nvme_names()
         self.assertEqual({a: n for a, (n, _) in after.items()}, {a: n for a, (n, _) in before.items()},
                          "a controller was renamed")
-        self.assertEqual(after[self.ctrl(2).pci_address][1], sorted(["nvme2n1", ns.block]))
+        self.assertEqual(after[self.ctrl(2).pci_address][1], sorted([self.disk(2), ns.block]))
 
     def test_hot_remove_and_replug(self) -> None:
         c = self.ctrl(2)
@@ -44,20 +44,20 @@ class NamespaceHotplug(HotswapTest):
         mark = self.guest.klog_mark()
 
         self.vm.device_del(ns.dev_id)
-        self.wait_for_namespace_gone("nvme2", ns.nsid)
-        self.assert_rescanned_only(mark, "nvme2")
-        self.assertEqual(self.guest.controller_at(c.pci_address).name, "nvme2")
-        for other in ("nvme0n1", "nvme1n1"):
+        self.wait_for_namespace_gone(self.ctrl_name(2), ns.nsid)
+        self.assert_rescanned_only(mark, 2)
+        self.assertEqual(self.guest.controller_at(c.pci_address).name, self.ctrl_name(2))
+        for other in (self.disk(0), self.disk(1)):
             digest = self.guest.write_random(other, 64, 4)
             self.assertEqual(self.guest.read_sha256(other, 64, 4), digest, f"I/O on {other} was disturbed")
 
         mark = self.guest.klog_mark()
         self.plug_namespace(ns.dev_id, ns.drive_id, ns.nsid, bus=c.dev_id)  # the drive stays after device_del
-        back = self.wait_for_namespace("nvme2", ns.nsid)
-        self.assert_rescanned_only(mark, "nvme2")
-        self.assertEqual(back.block, "nvme2n1")
+        back = self.wait_for_namespace(self.ctrl_name(2), ns.nsid)
+        self.assert_rescanned_only(mark, 2)
+        self.assertEqual(back.block, self.disk(2))
         self.assert_names_unchanged(before)
-        self.assertEqual(self.guest.read_head("nvme2n1", len(ns.label)), ns.label)
+        self.assertEqual(self.guest.read_head(self.disk(2), len(ns.label)), ns.label)
 
     def test_namespace_level_swap(self) -> None:
         """The sequence merged upstream: device_del, drive_del, drive_add a new file, device_add."""
@@ -67,6 +67,6 @@ class NamespaceHotplug(HotswapTest):
         self.namespace_swap(2, fresh)
 
         self.assert_names_unchanged(before)
-        self.assertEqual(self.guest.read_head("nvme2n1", len(label_of("swapped-in"))),
+        self.assertEqual(self.guest.read_head(self.disk(2), len(label_of("swapped-in"))),
                          label_of("swapped-in"), "the guest does not read the new disk's content")
 

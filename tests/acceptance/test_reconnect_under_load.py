@@ -29,7 +29,7 @@ class ReconnectUnderLoad(HotswapTest):
         """Write block i (a header naming i) at LOOP_BASE+i; log "i ok|err uptime" per write."""
         loop = (f"i=0; while [ ! -e /tmp/stop ] && [ $i -lt {LOOP_MAX} ]; do "
                 "if printf 'nvme-hotswap block %08d\\n' $i | "
-                f"dd of=/dev/nvme2n1 bs=4096 seek=$(({LOOP_BASE}+i)) conv=sync,fsync oflag=direct 2>/dev/null; "
+                f"dd of=/dev/{self.disk(2)} bs=4096 seek=$(({LOOP_BASE}+i)) conv=sync,fsync oflag=direct 2>/dev/null; "
                 "then s=ok; else s=err; fi; echo \"$i $s $(cut -d' ' -f1 /proc/uptime)\"; i=$((i+1)); "
                 "done > /tmp/loop.log; touch /tmp/loop.done")
         self.guest.spawn(f"sh -c {shlex.quote(loop)}")

@@ -4,6 +4,8 @@ Both hot-swap sequences keep the names in both modes. What the kernel names diff
 multipath the controller carries a hidden path node (nvme2c2n1) under the subsystem's disk
 (nvme2n1); with nvme_core.multipath=N the controller carries the disk itself.
 """
+import re
+
 from nvme_hotswap.testcase import HotswapTest
 from nvme_hotswap.topology import label_of
 
@@ -19,19 +21,27 @@ class SubsystemSwap(HotswapTest):
     multipath = "Y"
 
     def assert_kernel_naming(self) -> None:
+        """Multipath: the controller (nvmeC) carries the path node nvmeScCn1 of the subsystem's disk
+        nvmeSn1. Without: it carries its disk nvmeCn1 itself."""
         self.assertEqual(self.guest.check("cat /sys/module/nvme_core/parameters/multipath").strip(), self.multipath)
-        ns = self.guest.namespace("nvme2", 1)
-        self.assertEqual(ns.block, "nvme2n1")
-        self.assertEqual(ns.entry, "nvme2c2n1" if self.multipath == "Y" else "nvme2n1")
+        ctrl = self.ctrl_name(2)
+        ns = self.guest.namespace(ctrl, 1)
+        self.assertEqual(ns.block, self.disk(2))
+        if self.multipath == "Y":
+            subsys_disk = re.fullmatch(r"nvme(\d+)n1", ns.block)
+            self.assertIsNotNone(subsys_disk, ns.block)
+            self.assertEqual(ns.entry, f"nvme{subsys_disk.group(1)}c{ctrl.removeprefix('nvme')}n1")
+        else:
+            self.assertEqual((ns.entry, ns.block), (f"{ctrl}n1", f"{ctrl}n1"))
 
     def test_drive_reconnect(self) -> None:
         self.assert_kernel_naming()
         before = self.guest.nvme_names()
-        digest = self.guest.write_random("nvme2n1", 256, 4)
+        digest = self.guest.write_random(self.disk(2), 256, 4)
         self.swap_drive(2, self.ctrl(2).namespaces[0].image)
         self.assert_names_unchanged(before)
         self.assert_kernel_naming()
-        self.assertEqual(self.guest.read_sha256("nvme2n1", 256, 4), digest)
+        self.assertEqual(self.guest.read_sha256(self.disk(2), 256, 4), digest)
 
     def test_namespace_swap(self) -> None:
         self.assert_kernel_naming()
@@ -39,7 +49,7 @@ class SubsystemSwap(HotswapTest):
         self.namespace_swap(2, self.new_disk("swapped-in"))
         self.assert_names_unchanged(before)
         self.assert_kernel_naming()
-        self.assertEqual(self.guest.read_head("nvme2n1", len(label_of("swapped-in"))), label_of("swapped-in"))
+        self.assertEqual(self.guest.read_head(self.disk(2), len(label_of("swapped-in"))), label_of("swapped-in"))
 
 
 class SubsystemMultipathOn(SubsystemSwap):
