@@ -37,15 +37,22 @@ def qemu_binary() -> Path:
     return path.resolve()
 
 
+def _built_dir(env_var: str, script: str, what: str, required: tuple[str, ...], make_target: str) -> Path:
+    """$env_var, else the last line of `script` (it builds or finds the thing in the cache);
+    the folder must hold every file in `required`."""
+    env = os.environ.get(env_var)
+    path = Path(env) if env else _last_line_of(ROOT / script, what)
+    for name in required:
+        if not (path / name).is_file():
+            raise ConfigError(f"{what} directory {path} lacks {name}; rebuild it with `make {make_target}`")
+    return path.resolve()
+
+
 @functools.cache
 def guest_dir() -> Path:
     """The built guest (vmlinux, initramfs.img, SSH key): $GUEST_DIR, else images/build-guest.sh."""
-    env = os.environ.get("GUEST_DIR")
-    path = Path(env) if env else _last_line_of(ROOT / "images" / "build-guest.sh", "a guest image")
-    for name in ("vmlinux", "initramfs.img", "id_ed25519"):
-        if not (path / name).is_file():
-            raise ConfigError(f"guest directory {path} lacks {name}; rebuild it with `make guest`")
-    return path.resolve()
+    return _built_dir("GUEST_DIR", "images/build-guest.sh", "guest",
+                      ("vmlinux", "initramfs.img", "id_ed25519"), "guest")
 
 
 def guest_flavour() -> str:
@@ -64,12 +71,8 @@ def guest_flavour() -> str:
 @functools.cache
 def cloud_dir() -> Path:
     """The built cloud-style guest (rootfs.img, vmlinuz, initrd.img): $CLOUD_DIR, else images/build-cloud-image.sh."""
-    env = os.environ.get("CLOUD_DIR")
-    path = Path(env) if env else _last_line_of(ROOT / "images" / "build-cloud-image.sh", "a cloud image")
-    for name in ("rootfs.img", "vmlinuz", "initrd.img"):
-        if not (path / name).is_file():
-            raise ConfigError(f"cloud image directory {path} lacks {name}; rebuild it with `make cloud-image`")
-    return path.resolve()
+    return _built_dir("CLOUD_DIR", "images/build-cloud-image.sh", "cloud image",
+                      ("rootfs.img", "vmlinuz", "initrd.img"), "cloud-image")
 
 
 def cloud_image() -> Path | None:

@@ -50,18 +50,29 @@ def junit_outcome(path: Path) -> dict[str, object]:
     return {"tests_run": len(ran), "failed": len(failed), "first_failure": first}
 
 
+CHILD_BOUND_S = 1800.0   # one build or one pytest run; a QEMU build is ~6 min cold, a run ~3 min
+
+
 def run_logged(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, str]:
     """Run `cmd` with stdout+stderr into `log`; return its exit status and last stdout line.
-    On Ctrl-C/SIGTERM the child is ended by its PID (pytest then ends its QEMUs by PID)."""
+
+    Bounded by CHILD_BOUND_S (then exit status -1 and a line in the log). On Ctrl-C/SIGTERM or
+    the bound, the child is ended by its PID (pytest then ends its QEMUs by PID)."""
+    stdout, timed_out = "", False
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=out, text=True)
         try:
-            stdout, _ = proc.communicate()
+            stdout, _ = proc.communicate(timeout=CHILD_BOUND_S)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            out.write(f"\n{' '.join(cmd)}: still running after {CHILD_BOUND_S:g} s, ended by PID {proc.pid}\n")
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=120)
         out.write(stdout)
+    if timed_out:
+        return -1, ""
     lines = stdout.strip().splitlines()
     return proc.returncode, lines[-1] if lines else ""
 
