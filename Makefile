@@ -15,8 +15,11 @@ export GUEST_KERNEL
 # Guest flavour: `make check-acceptance GUEST=cloud` (or `make check-cloud`) boots the cloud-style guest
 # (images/build-cloud-image.sh; IMAGE=/path/to/cloud.qcow2 for your own, CLOUD_USER=debian|ubuntu).
 export GUEST IMAGE CLOUD_USER
+# Guest architecture: `make check-acceptance GUEST_ARCH=aarch64` (or `make check-aarch64`) builds
+# qemu-system-aarch64 and an arm64 guest and boots it on the virt machine (TCG on this host).
+export GUEST_ARCH
 
-.PHONY: help venv host-deps qemu qemu-unpatched guest check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud nightly clean
+.PHONY: help venv host-deps qemu qemu-unpatched guest check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud check-aarch64 nightly clean
 
 help:
 	@echo "make check-acceptance  build what is missing, run tests/acceptance, write the evidence report"
@@ -28,9 +31,11 @@ help:
 	@echo "make bench             build and boot timings"
 	@echo "make check-cloud       check-acceptance on the cloud-style guest (GUEST=cloud; IMAGE=/path/to/cloud.qcow2)"
 	@echo "make cloud-image       build (or find) the cloud-style guest image; prints its directory last"
-	@echo "make nightly           build QEMU, run the kernel matrix, compare with the last night (README.md, \"Nightly\")"
+	@echo "make check-aarch64     check-acceptance on an arm64 guest on QEMU's virt machine (GUEST_ARCH=aarch64)"
+	@echo "make nightly           build QEMU, run the guest matrix, compare with the last night (README.md, \"Nightly\")"
 	@echo "variables: QEMU=/path/to/qemu-system-x86_64  QEMU_SRC=/path/to/qemu.git  ACCEL=auto|kvm|tcg  PYTEST_ARGS=..."
 	@echo "           GUEST_KERNEL=bookworm|trixie (guest kernel: Debian 12 6.1, default, or Debian 13 6.12)"
+	@echo "           GUEST_ARCH=x86_64|aarch64 (guest architecture: q35, default, or arm64 on virt)"
 
 host-deps:
 	@bash scripts/install-host-deps.sh
@@ -64,8 +69,9 @@ check-series: venv
 check-acceptance: venv
 	@set -o pipefail; qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && \
 	echo "QEMU under test: $$qemu" && echo "guest: $$guest" && \
+	run=$$($(PY) -m nvme_hotswap.results) && export NVME_HOTSWAP_RUN_DIR="$$run" && \
 	rc=0; QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m pytest tests/acceptance $(PYTEST_ARGS) || rc=$$?; \
-	$(PY) -m nvme_hotswap.evidence || { [ $$rc -ne 0 ] || rc=1; }; exit $$rc
+	$(PY) -m nvme_hotswap.evidence "$$run" || { [ $$rc -ne 0 ] || rc=1; }; exit $$rc
 
 evidence: venv
 	$(PY) -m nvme_hotswap.evidence
@@ -81,7 +87,11 @@ check: check-unit check-series check-acceptance check-mutants
 check-cloud:
 	@$(MAKE) --no-print-directory check-acceptance GUEST=cloud
 
-# The kernel matrix (NIGHTLY_KERNELS), one history line per run, exit 1 on a regression (README.md, "Nightly").
+# The suite on an arm64 guest (Debian 12's arm64 kernel) on virt, with qemu-system-aarch64 built the same way.
+check-aarch64:
+	@$(MAKE) --no-print-directory check-acceptance GUEST_ARCH=aarch64
+
+# The guest matrix (NIGHTLY_CELLS), one history line per run, exit 1 on a regression (README.md, "Nightly").
 nightly: venv
 	$(PY) -m nvme_hotswap.nightly
 

@@ -12,6 +12,10 @@
 # GUEST_COMPRESS=gzip|zstd|none selects the initramfs compression (default gzip).
 # GUEST_KERNEL=bookworm|trixie selects the kernel (default bookworm: Debian 12's 6.1; trixie: Debian
 # 13's 6.12 cloud kernel, fetched through a second private apt state). Userland is bookworm's in both.
+# GUEST_ARCH=x86_64|aarch64 selects the guest's architecture (default x86_64). aarch64 takes the same
+# pins for arm64 (Debian 12's linux-image-6.1.0-50-arm64, an uncompressed Image booted on QEMU's
+# `virt` machine); the build-time tools (depmod, dropbearkey, busybox's applet list) then run from the
+# amd64 packages of the same pins, since arm64 binaries cannot run on the host.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -20,9 +24,18 @@ top=$(dirname "$here")
 # --- pins ----------------------------------------------------------------------------------------
 SUITE=bookworm   # userland (and the default kernel)
 GUEST_KERNEL=${GUEST_KERNEL:-bookworm}
+export GUEST_ARCH=${GUEST_ARCH:-x86_64}
+HOST_DEB_ARCH=$(dpkg --print-architecture)
+case "$GUEST_ARCH" in
+  x86_64)  DEB_ARCH=amd64 TRIPLET=x86_64-linux-gnu  LOADER=lib64/ld-linux-x86-64.so.2 ;;
+  aarch64) DEB_ARCH=arm64 TRIPLET=aarch64-linux-gnu LOADER=lib/ld-linux-aarch64.so.1
+           [ "$GUEST_KERNEL" = bookworm ] || die "GUEST_ARCH=aarch64 has Debian 12's kernel only (GUEST_KERNEL=bookworm)" ;;
+  *) die "GUEST_ARCH must be x86_64 or aarch64 (got $GUEST_ARCH)" ;;
+esac
+[ "$HOST_DEB_ARCH" = amd64 ] || die "the guest is built on an amd64 host (this one is $HOST_DEB_ARCH)"
 case "$GUEST_KERNEL" in
-  bookworm)  # bookworm's linux-image-amd64 6.1 resolves to this ABI package and version.
-    KERNEL_ABI=6.1.0-50-amd64
+  bookworm)  # bookworm's linux-image-$DEB_ARCH 6.1 resolves to this ABI package and version.
+    KERNEL_ABI=6.1.0-50-$DEB_ARCH
     KERNEL_VERSION=6.1.176-1 ;;
   trixie)    # trixie's linux-image-cloud-amd64 6.12: nvme, AER, pciehp, DPC, virtio-pci built in.
     KERNEL_ABI=6.12.117+deb13-cloud-amd64
@@ -56,20 +69,26 @@ PACKAGES=(
   libgmp10=2:6.2.1+dfsg1-1.1
   zlib1g=1:1.2.13.dfsg-1
 )
-# Kernel modules to ship (their dependencies are added). AER, pcieport, pciehp, DPC, devtmpfs,
-# 8250 and PVH are built into this kernel; nvme, nvme-core and virtio are modules (virtio_blk: a
-# disk whose device model honours rerror/werror, which hw/nvme does not).
-MODULES=(nvme nvme-core crc64_rocksoft_generic crct10dif_pclmul crct10dif_generic virtio_pci virtio_net virtio_blk)
-# trixie's cloud kernel has nvme, nvme-core, the crc64/t10dif helpers and virtio_pci built in
-# (/init's modprobe of a built-in module succeeds: modules.builtin is shipped); its modules are .ko.xz.
+# Kernel modules to ship (their dependencies are added), in the order /init loads them (it reads
+# /etc/guest-modules): the crc helpers first, so t10-pi/crc64-rocksoft need no request_module round
+# trip, then nvme (its controllers reset while the network comes up), then virtio. AER, pcieport,
+# pciehp, DPC, devtmpfs and the serial console (8250; pl011 on arm64) are built into these kernels,
+# PVH into amd64's; nvme, nvme-core and virtio are modules (virtio_blk: a disk whose device model
+# honours rerror/werror, which hw/nvme does not).
+MODULES=(crc64_rocksoft_generic crct10dif_pclmul crct10dif_generic nvme-core nvme virtio_pci virtio_net virtio_blk)
+# arm64's accelerated t10dif is crct10dif-ce.
+[ "$GUEST_ARCH" = x86_64 ] || MODULES=(crc64_rocksoft_generic crct10dif-ce crct10dif_generic nvme-core nvme virtio_pci virtio_net virtio_blk)
+# trixie's cloud kernel has nvme, nvme-core, the crc64/t10dif helpers and virtio_pci built in;
+# its modules are .ko.xz.
 [ "$GUEST_KERNEL" = bookworm ] || MODULES=(crct10dif_pclmul virtio_net virtio_blk)
 BINARIES=(usr/sbin/nvme usr/sbin/dropbear bin/kmod)
 EMBEDDED=("$here/init.sh" "$here/udhcpc.script")
 COMPRESS=${GUEST_COMPRESS:-gzip}
 case "$COMPRESS" in gzip|zstd|none) ;; *) die "GUEST_COMPRESS must be gzip, zstd or none (got $COMPRESS)" ;; esac
 
-# The default kernel adds nothing to the key's inputs; another kernel adds its name.
+# The default kernel adds nothing to the key's inputs; another kernel or architecture adds its name.
 key_extra=(); [ "$GUEST_KERNEL" = bookworm ] || key_extra=("kernel=$GUEST_KERNEL")
+[ "$GUEST_ARCH" = x86_64 ] || key_extra+=("arch=$GUEST_ARCH")
 # Bump RECIPE when a change to this script changes the guest it builds: the key hashes the inputs
 # (pins, modules, embedded files) and RECIPE, not the script's text, so a fix to a message or a
 # comment does not cost a rebuild.
@@ -77,7 +96,7 @@ RECIPE=1
 key=$( { printf '%s\n' "${PACKAGES[@]}" "${MODULES[@]}" "compress=$COMPRESS" "${key_extra[@]}" "recipe=$RECIPE"; cat "${EMBEDDED[@]}"; } | sha256_of_stdin)
 out="$CACHE_ROOT/guest/$key"
 if [ -f "$out/DONE" ]; then
-  log "cached guest $key (kernel $KERNEL_ABI, $COMPRESS)"
+  log "cached guest $key ($GUEST_ARCH, kernel $KERNEL_ABI, $COMPRESS)"
   echo "$out"
   exit 0
 fi
@@ -87,7 +106,7 @@ exec 9>"$CACHE_ROOT/guest/.lock"
 flock 9   # a concurrent build of the same guest finishes first; then it is found below
 if [ -f "$out/DONE" ]; then log "cached guest $key (built concurrently)"; echo "$out"; exit 0; fi
 
-for t in cpio gzip xz flock python3; do command -v $t >/dev/null || die "$t is needed on the host (scripts/install-host-deps.sh)"; done
+for t in cpio gzip xz flock python3 readelf; do command -v $t >/dev/null || die "$t is needed on the host (scripts/install-host-deps.sh)"; done
 [ "$COMPRESS" != zstd ] || command -v zstd >/dev/null || die "zstd is needed for GUEST_COMPRESS=zstd"
 [ "$GUEST_KERNEL" = bookworm ] || command -v zstd >/dev/null || die "zstd is needed for GUEST_KERNEL=$GUEST_KERNEL (its bzImage payload is zstd)"
 start=$(date +%s.%N)
@@ -96,17 +115,21 @@ start=$(date +%s.%N)
 debs="$CACHE_ROOT/guest/debs"
 mkdir -p "$debs"
 uri=$(debian_archive_uri)
-deb_file() {  # the .deb of NAME=VERSION in $debs, if already fetched
-  local name=${1%%=*} ver=${1#*=}
-  ls "$debs/${name}_${ver//:/%3a}_"*.deb 2>/dev/null | head -1
+deb_file() {  # deb_file ARCH NAME=VERSION: the .deb in $debs, if already fetched
+  local arch=$1 name=${2%%=*} ver=${2#*=}
+  ls "$debs/${name}_${ver//:/%3a}_$arch.deb" "$debs/${name}_${ver//:/%3a}_all.deb" 2>/dev/null | head -1
 }
-fetch() {  # fetch SUITE PKG=VER... : download the pins not yet in $debs from SUITE's private apt state
-  local suite=$1 apt_opts p cand; shift
+fetch() {  # fetch ARCH SUITE PKG=VER... : download the pins not yet in $debs from SUITE's private apt state
+  local arch=$1 suite=$2 apt_opts p cand; shift 2
   local missing=()
-  for p in "$@"; do [ -n "$(deb_file "$p")" ] || missing+=("$p"); done
+  for p in "$@"; do [ -n "$(deb_file "$arch" "$p")" ] || missing+=("$p"); done
   [ ${#missing[@]} -gt 0 ] || return 0
-  apt_opts=$(private_apt "$suite" "deb $uri $suite main")
-  log "fetching ${#missing[@]} packages from $uri $suite"
+  if [ "$arch" = "$HOST_DEB_ARCH" ]; then
+    apt_opts=$(private_apt "$suite" "deb $uri $suite main")
+  else
+    apt_opts=$(private_apt --arch "$arch" "$suite-$arch" "deb [arch=$arch] $uri $suite main")
+  fi
+  log "fetching ${#missing[@]} $arch packages from $uri $suite"
   if ! ( cd "$debs" && apt-get -q $apt_opts download "${missing[@]}" ) >"$debs/download.log" 2>&1; then
     # Stale lists? Refresh once, then say which pin the archive no longer serves.
     apt-get -q $apt_opts update >/dev/null 2>&1 || true
@@ -119,31 +142,43 @@ fetch() {  # fetch SUITE PKG=VER... : download the pins not yet in $debs from SU
     fi
   fi
 }
-# PACKAGES[0] is the kernel (from $KERNEL_SUITE), the rest bookworm's userland.
-fetch "$KERNEL_SUITE" "${PACKAGES[0]}"
-fetch "$SUITE" "${PACKAGES[@]:1}"
+# PACKAGES[0] is the kernel (from $KERNEL_SUITE), the rest bookworm's userland; a foreign guest also
+# needs the host's build of the userland pins, for the tools this script runs.
+fetch "$DEB_ARCH" "$KERNEL_SUITE" "${PACKAGES[0]}"
+fetch "$DEB_ARCH" "$SUITE" "${PACKAGES[@]:1}"
+[ "$DEB_ARCH" = "$HOST_DEB_ARCH" ] || fetch "$HOST_DEB_ARCH" "$SUITE" "${PACKAGES[@]:1}"
 
 # --- unpack --------------------------------------------------------------------------------------
 work=$(mktemp -d "$CACHE_ROOT/guest/.work.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-pkg="$work/pkg"     # all packages unpacked
+pkg="$work/pkg"     # all packages unpacked, the guest's architecture
+tools="$pkg"        # the same userland for the host's architecture: what this script runs
 rootfs="$work/rootfs"  # what goes into the initramfs
 stage="$work/out"
 mkdir -p "$pkg" "$rootfs" "$stage"
-for p in "${PACKAGES[@]}"; do dpkg-deb -x "$(deb_file "$p")" "$pkg"; done
+for p in "${PACKAGES[@]}"; do dpkg-deb -x "$(deb_file "$DEB_ARCH" "$p")" "$pkg"; done
+if [ "$DEB_ARCH" != "$HOST_DEB_ARCH" ]; then
+  tools="$work/tools"; mkdir -p "$tools"
+  for p in "${PACKAGES[@]:1}"; do dpkg-deb -x "$(deb_file "$HOST_DEB_ARCH" "$p")" "$tools"; done
+fi
 kver=$KERNEL_ABI
 [ -f "$pkg/boot/vmlinuz-$kver" ] || die "no /boot/vmlinuz-$kver in linux-image-$KERNEL_ABI"
 # trixie ships modules under /usr/lib/modules (merged /usr); bookworm's kmod looks in /lib/modules.
 if [ -d "$pkg/usr/lib/modules/$kver" ] && [ ! -e "$pkg/lib/modules/$kver" ]; then
   mkdir -p "$pkg/lib/modules"; mv "$pkg/usr/lib/modules/$kver" "$pkg/lib/modules/$kver"
 fi
-libpath="$pkg/lib/x86_64-linux-gnu:$pkg/usr/lib/x86_64-linux-gnu"
-loader="$pkg/lib64/ld-linux-x86-64.so.2"
-# Run a binary from the unpacked packages with their own loader and libraries.
-pkgrun() { "$loader" --library-path "$libpath" "$@"; }
+libpath="$tools/lib/x86_64-linux-gnu:$tools/usr/lib/x86_64-linux-gnu"
+loader="$tools/lib64/ld-linux-x86-64.so.2"
+# Run a host binary from the unpacked packages with their own loader and libraries.
+toolrun() { "$loader" --library-path "$libpath" "$@"; }
 
 # --- kernel --------------------------------------------------------------------------------------
 cp "$pkg/boot/vmlinuz-$kver" "$stage/vmlinuz"
+if [ "$GUEST_ARCH" = aarch64 ]; then
+  # Debian's arm64 vmlinuz is the uncompressed Image already; QEMU's virt machine boots it as it is.
+  [ "$(od -An -tx1 -j56 -N4 "$stage/vmlinuz" | tr -d ' ')" = 41524d64 ] || die "vmlinuz-$kver is not an arm64 Image"
+  mv "$stage/vmlinuz" "$stage/Image"
+else
 # The ELF vmlinux inside the bzImage (payload_offset/payload_length in the setup header; an xz
 # stream in 6.1, zstd in trixie's 6.12, each followed by the le32 uncompressed size): QEMU boots an
 # ELF with a PVH note directly, skipping decompression.
@@ -163,9 +198,10 @@ else:
 assert elf[:4] == b'\x7fELF'
 open(sys.argv[2], 'wb').write(elf)
 EOF
+fi
 
 # --- modules -------------------------------------------------------------------------------------
-kmodrun() { local tool=$1; shift; LD_LIBRARY_PATH=$libpath "$loader" --argv0 "$tool" "$pkg/bin/kmod" "$@"; }
+kmodrun() { local tool=$1; shift; LD_LIBRARY_PATH=$libpath "$loader" --argv0 "$tool" "$tools/bin/kmod" "$@"; }
 kmodrun depmod -b "$pkg" "$kver"
 mods=$(kmodrun modprobe -d "$pkg" -S "$kver" --show-depends -a "${MODULES[@]}" | awk '$1 == "insmod" {print $2}' | sort -u)
 for m in "${MODULES[@]}"; do   # every module asked for must be among them
@@ -184,18 +220,26 @@ copy_file() {  # copy_file PATH-IN-PKG : into the rootfs at the same path, symli
   mkdir -p "$rootfs/$(dirname "$1")"
   cp -L "$pkg/$1" "$rootfs/$1"
 }
-for b in "${BINARIES[@]}"; do
-  copy_file "$b"
-  # The package's own loader lists what the binary needs; all of it must come from $pkg.
-  while read -r lib; do
-    case "$lib" in
-      "$pkg"/*) copy_file "${lib#"$pkg"/}" ;;
-      *) die "$b needs $lib, which no pinned package provides (add its package to PACKAGES)" ;;
-    esac
-  done < <(pkgrun --list "$pkg/$b" | awk '/=>/ {print $3}' | sort -u)
-done
-copy_file lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
-mkdir -p "$rootfs/lib64"; ln -sf ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$rootfs/lib64/ld-linux-x86-64.so.2"
+# The libraries a binary needs, read from the ELF (readelf reads any architecture), each found in
+# the pinned packages, transitively; all of it must come from there.
+needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
+copy_with_libs() {  # copy_with_libs PATH-IN-PKG
+  local f=$1 lib d found
+  [ -e "$rootfs/$f" ] && return 0
+  copy_file "$f"
+  for lib in $(needed "$pkg/$f"); do
+    found=
+    for d in lib/$TRIPLET usr/lib/$TRIPLET; do
+      if [ -e "$pkg/$d/$lib" ]; then found=$d/$lib; break; fi
+    done
+    [ -n "$found" ] || die "$f needs $lib, which no pinned package provides (add its package to PACKAGES)"
+    copy_with_libs "$found"
+  done
+}
+for b in "${BINARIES[@]}"; do copy_with_libs "$b"; done
+copy_file "lib/$TRIPLET/$(basename "$LOADER")"
+mkdir -p "$rootfs/$(dirname "$LOADER")"
+[ -e "$rootfs/$LOADER" ] || ln -sf "/lib/$TRIPLET/$(basename "$LOADER")" "$rootfs/$LOADER"
 
 for t in modprobe depmod insmod rmmod lsmod modinfo; do mkdir -p "$rootfs/sbin"; ln -sf ../bin/kmod "$rootfs/sbin/$t"; done
 copy_file bin/busybox
@@ -204,11 +248,12 @@ while read -r applet; do   # busybox applets, unless a real tool (kmod) already 
   [ -e "$rootfs/sbin/$name" ] || [ -e "$rootfs/bin/$name" ] || [ -e "$rootfs/usr/sbin/$name" ] && continue
   mkdir -p "$rootfs/$(dirname "$applet")"
   [ -e "$rootfs/$applet" ] || ln -s /bin/busybox "$rootfs/$applet"
-done < <("$pkg/bin/busybox" --list-full)
+done < <("$tools/bin/busybox" --list-full)   # the host's busybox-static of the same pin: same applets
 
 # --- configuration, keys -------------------------------------------------------------------------
 install -m 0755 "$here/init.sh" "$rootfs/init"
 install -D -m 0755 "$here/udhcpc.script" "$rootfs/etc/udhcpc.script"
+printf '%s\n' "${MODULES[@]}" > "$rootfs/etc/guest-modules"
 mkdir -p "$rootfs"/{proc,sys,dev,tmp,run,var/log,mnt} "$rootfs/etc/dropbear"
 install -d -m 0700 "$rootfs/root" "$rootfs/root/.ssh"
 echo 'root:x:0:0:root:/root:/bin/sh' > "$rootfs/etc/passwd"
@@ -221,16 +266,16 @@ printf '127.0.0.1 localhost\n10.0.2.15 nvme-guest\n' > "$rootfs/etc/hosts"
 echo 'export PATH=/sbin:/usr/sbin:/bin:/usr/bin HOME=/root' > "$rootfs/etc/profile"
 
 # Host key made here, so the guest does not spend boot time (and entropy) on it.
-pkgrun "$pkg/usr/bin/dropbearkey" -t ed25519 -f "$rootfs/etc/dropbear/dropbear_ed25519_host_key" >/dev/null 2>&1 \
+toolrun "$tools/usr/bin/dropbearkey" -t ed25519 -f "$rootfs/etc/dropbear/dropbear_ed25519_host_key" >/dev/null 2>&1 \
   || die "dropbearkey failed to make the host key"
 # Client key pair for the harness, in OpenSSH format (paramiko.Ed25519Key loads it).
 if command -v ssh-keygen >/dev/null; then
   ssh-keygen -q -t ed25519 -N '' -C "nvme-hotswap-guest-$key" -f "$stage/id_ed25519"
 else
-  pkgrun "$pkg/usr/bin/dropbearkey" -t ed25519 -f "$work/client.dropbear" >/dev/null 2>&1
-  pkgrun "$pkg/usr/lib/dropbear/dropbearconvert" dropbear openssh "$work/client.dropbear" "$stage/id_ed25519" >/dev/null 2>&1 \
+  toolrun "$tools/usr/bin/dropbearkey" -t ed25519 -f "$work/client.dropbear" >/dev/null 2>&1
+  toolrun "$tools/usr/lib/dropbear/dropbearconvert" dropbear openssh "$work/client.dropbear" "$stage/id_ed25519" >/dev/null 2>&1 \
     || die "dropbearconvert failed"
-  pkgrun "$pkg/usr/bin/dropbearkey" -y -f "$work/client.dropbear" | grep '^ssh-ed25519 ' \
+  toolrun "$tools/usr/bin/dropbearkey" -y -f "$work/client.dropbear" | grep '^ssh-ed25519 ' \
     | awk -v c="nvme-hotswap-guest-$key" '{print $1, $2, c}' > "$stage/id_ed25519.pub"
 fi
 chmod 600 "$stage/id_ed25519"
@@ -259,14 +304,15 @@ d = os.path.dirname(path)
 json.dump({
     'key': key,
     'debian_suite': suite,
+    'arch': os.environ['GUEST_ARCH'],
     'kernel_suite': ksuite,
     'packages': {p.split('=', 1)[0]: p.split('=', 1)[1] for p in pkgs},
     'kernel_release': kver,
     'kernel_modules': sorted(mods),
     'initramfs': {'compression': comp, 'files_bytes': int(raw), 'cpio_bytes': int(cpio),
                   'compressed_bytes': int(img)},
-    'vmlinuz_bytes': os.path.getsize(os.path.join(d, 'vmlinuz')),
-    'vmlinux_bytes': os.path.getsize(os.path.join(d, 'vmlinux')),
+    'kernel_files': {f: os.path.getsize(os.path.join(d, f)) for f in ('vmlinuz', 'vmlinux', 'Image')
+                     if os.path.exists(os.path.join(d, f))},
     'build_seconds': round(float(end) - float(start), 1),
     'ssh': {'user': 'root', 'port': 22, 'key': 'id_ed25519'},
     'console_marker': 'nvme-hotswap: sshd ready',

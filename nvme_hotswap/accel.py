@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import platform
 import subprocess
 import tempfile
 import time
@@ -84,5 +85,8 @@ def choose(qemu: Path | None = None) -> AccelChoice:
     requested = config.requested_accel()
     if requested != "auto":
         return AccelChoice(requested, f"ACCEL={requested} requested")
+    guest = config.guest_arch()
+    if not guest.host_can_run_natively:
+        return AccelChoice("tcg", f"auto: an {guest.name} guest on an {platform.machine()} host (KVM runs only the host's architecture)")
     works, observed = probe_kvm(qemu or config.qemu_binary())
     return AccelChoice("kvm" if works else "tcg", f"auto: {observed}")

@@ -16,7 +16,7 @@ from .topology import Topology
 BOOT_TIMEOUT_S = 180.0     # serial marker; TCG on a loaded 2-core machine
 SSH_TIMEOUT_S = 60.0
 # `quiet` only quiets the console (dmesg keeps info lines); the crypto self-tests cost ~0.8 s under TCG.
-KERNEL_ARGS = "console=ttyS0 panic=-1 quiet cryptomgr.notests=1"
+KERNEL_ARGS = "panic=-1 quiet cryptomgr.notests=1"   # console= comes from the architecture
 
 
 def accel_args(accel: AccelChoice) -> list[str]:
@@ -38,27 +38,30 @@ def vcpus(accel: AccelChoice) -> str:
 
 def guest_qemu_args(accel: AccelChoice, topology: Topology, native_pcie_hotplug: bool = True,
               extra_kernel_args: str = "") -> list[str]:
-    """q35, the guest kernel and initramfs, slirp with SSH forwarded to a free loopback port.
+    """The machine (q35, or virt for GUEST_ARCH=aarch64), the guest kernel and initramfs, slirp with
+    SSH forwarded to a free loopback port.
 
     Guest flavour (config.guest_flavour): `fast` boots the initramfs guest; `cloud` boots a rootfs
     disk with a NoCloud seed instead (nvme_hotswap/cloud.py). The rest of the machine is the same.
     """
+    platform = config.guest_arch()
     if config.guest_flavour() == "cloud":
         boot = cloud.qemu_boot_args(extra_kernel_args)
     else:
         guest_dir = config.guest_dir()
-        # The uncompressed ELF kernel boots through PVH, ~4 s faster under TCG than the bzImage.
-        boot = ["-kernel", str(guest_dir / "vmlinux"), "-initrd", str(guest_dir / "initramfs.img"),
-                "-append", f"{KERNEL_ARGS} {extra_kernel_args}".strip()]
-    args = ["-machine", "q35", *accel_args(accel), "-cpu", "max", "-smp", vcpus(accel), "-m", "1024",
+        boot = ["-kernel", str(guest_dir / platform.kernel_file), "-initrd", str(guest_dir / "initramfs.img"),
+                "-append", f"console={platform.console} {KERNEL_ARGS} {extra_kernel_args}".strip()]
+    args = ["-machine", platform.machine, *accel_args(accel), "-cpu", platform.cpu, "-smp", vcpus(accel), "-m", "1024",
             "-nodefaults", "-display", "none", "-no-user-config", "-no-reboot",
             *config.firmware_args(), *boot,
             "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
             "-device", "virtio-net-pci,netdev=net0,romfile=,bus=pcie.0,addr=0x3"]
     if native_pcie_hotplug:
         # q35's default ACPI PCI hotplug breaks AER recovery (FACTS.md); native PCIe hotplug is
-        # what the series' author had on aarch64 virt.
-        args += ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
+        # what the series' author had on aarch64 virt (where it is the only kind).
+        args += platform.native_hotplug_args
+    elif not platform.acpi_pci_hotplug:
+        raise config.ConfigError(f"{platform.machine} has no ACPI PCI hotplug; only native PCIe hotplug")
     return args + topology.qemu_args()
 
 

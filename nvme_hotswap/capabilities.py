@@ -51,7 +51,7 @@ def probe(qemu: Path, artifacts: Path) -> Capabilities:
         disk = Path(tmp, "probe.img")
         disk.write_bytes(b"\0" * (1 << 20))
         vm = QemuMachine(qemu, [
-            "-machine", "q35,accel=tcg", "-S", "-nodefaults", "-display", "none", "-no-user-config",
+            "-machine", f"{config.guest_arch().machine},accel=tcg", "-S", "-nodefaults", "-display", "none", "-no-user-config",
             *config.firmware_args(),
             "-device", "pcie-root-port,id=rp0,chassis=1",
             "-device", "nvme,id=nvme0,serial=PROBE0,bus=rp0",

@@ -11,6 +11,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from . import arch
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,13 +29,22 @@ def _last_line_of(script: Path, what: str) -> Path:
     return Path(lines[-1])
 
 
+def guest_arch() -> arch.Arch:
+    """GUEST_ARCH=x86_64|aarch64 (default x86_64): the guest's architecture and QEMU's target."""
+    try:
+        return arch.current()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 @functools.cache
 def qemu_binary() -> Path:
-    """The qemu-system-x86_64 under test: $QEMU, else our patched build (built on first use)."""
+    """The qemu-system-<GUEST_ARCH> under test: $QEMU, else our patched build (built on first use;
+    build-qemu.sh reads GUEST_ARCH too)."""
     env = os.environ.get("QEMU")
     path = Path(env) if env else _last_line_of(ROOT / "scripts" / "build-qemu.sh", "a QEMU binary")
     if not (path.is_file() and os.access(path, os.X_OK)):
-        raise ConfigError(f"QEMU={path} is not an executable file; point QEMU at a qemu-system-x86_64")
+        raise ConfigError(f"QEMU={path} is not an executable file; point QEMU at a {guest_arch().qemu_binary_name}")
     return path.resolve()
 
 
@@ -50,9 +61,10 @@ def _built_dir(env_var: str, script: str, what: str, required: tuple[str, ...], 
 
 @functools.cache
 def guest_dir() -> Path:
-    """The built guest (vmlinux, initramfs.img, SSH key): $GUEST_DIR, else images/build-guest.sh."""
+    """The built guest (kernel, initramfs.img, SSH key): $GUEST_DIR, else images/build-guest.sh
+    (which reads GUEST_ARCH and GUEST_KERNEL)."""
     return _built_dir("GUEST_DIR", "images/build-guest.sh", "guest",
-                      ("vmlinux", "initramfs.img", "id_ed25519"), "guest")
+                      (guest_arch().kernel_file, "initramfs.img", "id_ed25519"), "guest")
 
 
 def guest_flavour() -> str:
@@ -65,6 +77,8 @@ def guest_flavour() -> str:
     flavour = os.environ.get("GUEST") or ("cloud" if os.environ.get("IMAGE") else "fast")
     if flavour not in ("fast", "cloud"):
         raise ConfigError(f"GUEST={flavour!r}: use fast or cloud")
+    if flavour == "cloud" and guest_arch().name != "x86_64":
+        raise ConfigError(f"GUEST=cloud is built for x86_64 only; unset GUEST or GUEST_ARCH={guest_arch().name}")
     return flavour
 
 

@@ -1,9 +1,11 @@
-"""Nightly: build QEMU, run the kernel matrix, append to a history file, compare with last night.
+"""Nightly: build QEMU, run the guest matrix, append to a history file, compare with last night.
 
-1. QEMU: $QEMU if given, else scripts/build-qemu.sh (cached), which reads QEMU_DEB_VERSION,
-   QEMU_SRC, PATCHES and MUTANT from the environment; the nightly passes them through and records them.
-2. The acceptance suite once per guest kernel in NIGHTLY_KERNELS (default "bookworm trixie"), each its
-   own pytest run under <run>/<kernel>/, selection from NIGHTLY_PYTEST_ARGS (else PYTEST_ARGS);
+1. QEMU per guest architecture: $QEMU_X86_64 / $QEMU_AARCH64 (or $QEMU for x86_64) if given, else
+   scripts/build-qemu.sh (cached), which reads QEMU_DEB_VERSION, QEMU_SRC, PATCHES and MUTANT from
+   the environment; the nightly passes them through and records them.
+2. The acceptance suite once per cell in NIGHTLY_CELLS (default "bookworm trixie aarch64 cloud", see
+   CELLS: the two Debian kernels on x86_64, Debian 12 on arm64 virt, the cloud-style guest), each its
+   own pytest run under <run>/<cell>/, selection from NIGHTLY_PYTEST_ARGS (else PYTEST_ARGS);
    NIGHTLY_MUTANTS=1 adds the mutation check under <run>/mutants/ (one "test" per mutant: killed = passed).
 3. One JSON line per run appended to NIGHTLY_HISTORY (default results/nightly-history.jsonl).
 4. The comparison with the previous line: new failures, fixed tests, tests slower by NIGHTLY_SLOWER
@@ -11,7 +13,7 @@
    to <run>/nightly.md; exit 1 on a new failure or a slowdown. The first run exits by its own results.
 
     .venv/bin/python -m nvme_hotswap.nightly          # make nightly
-    NIGHTLY_KERNELS=bookworm NIGHTLY_PYTEST_ARGS="-k BootTopology" make nightly
+    NIGHTLY_CELLS=bookworm NIGHTLY_PYTEST_ARGS="-k BootTopology" make nightly
 """
 from __future__ import annotations
 
@@ -30,6 +32,15 @@ from .mutation import _terminate, run_logged
 ROOT = config.ROOT
 FAILED = ("failed", "error")
 
+# A cell: the variables that select its guest (the rest of the environment is shared).
+CELLS: dict[str, dict[str, str]] = {
+    "bookworm": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm", "GUEST": "fast"},
+    "trixie": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "trixie", "GUEST": "fast"},
+    "aarch64": {"GUEST_ARCH": "aarch64", "GUEST_KERNEL": "bookworm", "GUEST": "fast"},
+    "cloud": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm", "GUEST": "cloud"},
+}
+DEFAULT_CELLS = "bookworm trixie aarch64 cloud"
+
 
 def junit_tests(path: Path) -> dict[str, dict[str, object]]:
     """Per test of a pytest junit.xml ("Class.test_name"): outcome and seconds."""
@@ -46,23 +57,42 @@ def qemu_source(env: dict[str, str]) -> str:
     return ", ".join(parts)
 
 
-def run_cell(kernel: str, qemu: str, folder: Path, env: dict[str, str], pytest_args: list[str]) -> dict[str, object]:
-    """The acceptance suite on one guest kernel; its tests from junit.xml, or one failed pseudo-test."""
+def cell_qemu(arch_name: str, env: dict[str, str], log: Path) -> str:
+    """The QEMU binary for a guest architecture: given (QEMU_<ARCH>, or QEMU for x86_64) or built."""
+    given = env.get(f"QEMU_{arch_name.upper()}") or (env.get("QEMU") if arch_name == "x86_64" else None)
+    if given:
+        return given
+    rc, qemu = run_logged(["bash", "scripts/build-qemu.sh"], {**env, "GUEST_ARCH": arch_name}, log)
+    return qemu if rc == 0 and Path(qemu).is_file() else ""
+
+
+def run_cell(name: str, folder: Path, env: dict[str, str], pytest_args: list[str]) -> dict[str, object]:
+    """The acceptance suite on one cell's guest; its tests from junit.xml, or one failed pseudo-test."""
     folder.mkdir(parents=True, exist_ok=True)
-    kenv = {**env, "GUEST_KERNEL": kernel}
-    rc, guest = run_logged(["bash", "images/build-guest.sh"], kenv, folder / "guest-build.log")
-    if rc != 0 or not Path(guest, "vmlinux").is_file():
+    cenv = {**env, **CELLS[name]}
+    qemu = cell_qemu(cenv["GUEST_ARCH"], env, folder / "qemu-build.log")
+    if not qemu:
+        return {"exit": 1, "tests": {"(qemu build)": {"outcome": "error", "seconds": 0}}}
+    if cenv["GUEST"] == "cloud":
+        script, dir_var, kernel_file = "images/build-cloud-image.sh", "CLOUD_DIR", "vmlinuz"
+    else:
+        script, dir_var = "images/build-guest.sh", "GUEST_DIR"
+        kernel_file = "Image" if cenv["GUEST_ARCH"] == "aarch64" else "vmlinux"
+    rc, guest = run_logged(["bash", script], cenv, folder / "guest-build.log")
+    if rc != 0 or not Path(guest, kernel_file).is_file():
         return {"exit": rc, "tests": {"(guest build)": {"outcome": "error", "seconds": 0}}}
     rc, _ = run_logged([sys.executable, "-m", "pytest", "tests/acceptance", *pytest_args],
-                       {**kenv, "QEMU": qemu, "GUEST_DIR": guest, "RESULTS_DIR": str(folder)}, folder / "pytest.log")
+                       {**cenv, "QEMU": qemu, dir_var: guest, "RESULTS_DIR": str(folder)}, folder / "pytest.log")
     latest = folder / "latest"
     if not (latest / "junit.xml").is_file():
         return {"exit": rc, "tests": {"(pytest)": {"outcome": "error", "seconds": 0}}}
-    run_logged([sys.executable, "-m", "nvme_hotswap.evidence", str(latest.resolve())], kenv, folder / "evidence.log")
+    run_logged([sys.executable, "-m", "nvme_hotswap.evidence", str(latest.resolve())], cenv, folder / "evidence.log")
     env_json = latest / "environment.json"
     environment = json.loads(env_json.read_text()) if env_json.is_file() else {}
-    return {"exit": rc, "tests": junit_tests(latest / "junit.xml"), "qemu_version": environment.get("qemu_version"),
-            "qemu_build": environment.get("qemu_build"), "guest_kernel": environment.get("guest", {}).get("kernel_release")}
+    guest_info = environment.get("guest") or {}
+    return {"exit": rc, "tests": junit_tests(latest / "junit.xml"), "qemu": qemu,
+            "qemu_version": environment.get("qemu_version"), "qemu_build": environment.get("qemu_build"),
+            "guest_kernel": guest_info.get("kernel_release") or guest_info.get("kernel")}
 
 
 def run_mutants(folder: Path, env: dict[str, str]) -> dict[str, object]:
@@ -133,28 +163,26 @@ def last_line(history: Path) -> dict | None:
 def main() -> int:
     signal.signal(signal.SIGTERM, _terminate)
     history = Path(os.environ.get("NIGHTLY_HISTORY", config.results_root() / "nightly-history.jsonl"))
-    kernels = os.environ.get("NIGHTLY_KERNELS", "bookworm trixie").split()
+    cells = os.environ.get("NIGHTLY_CELLS", DEFAULT_CELLS).split()
+    unknown = [c for c in cells if c not in CELLS]
+    if unknown:
+        print(f"nightly: unknown cell(s) {' '.join(unknown)} in NIGHTLY_CELLS; known: {' '.join(CELLS)}", file=sys.stderr)
+        return 2
     pytest_args = shlex.split(os.environ.get("NIGHTLY_PYTEST_ARGS", os.environ.get("PYTEST_ARGS", "")))
     run = results.run_dir()
-    env = {k: v for k, v in os.environ.items() if k not in (results.RUN_DIR_ENV, "GUEST_DIR")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in (results.RUN_DIR_ENV, "GUEST_DIR", "CLOUD_DIR", *{v for c in CELLS.values() for v in c})}
     line: dict = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "run": str(run), "pytest_args": pytest_args, "qemu": {"source": qemu_source(env)}, "cells": {}}
-    print(f"nightly: QEMU from {line['qemu']['source']}; kernels {' '.join(kernels)}; results {run}", flush=True)
+    print(f"nightly: QEMU from {line['qemu']['source']}; cells {' '.join(cells)}; results {run}", flush=True)
 
-    qemu = env.get("QEMU")
-    if not qemu:
-        rc, qemu = run_logged(["bash", "scripts/build-qemu.sh"], env, run / "qemu-build.log")
-        if rc != 0 or not Path(qemu).is_file():
-            line["cells"]["qemu"] = {"exit": rc, "tests": {"(qemu build)": {"outcome": "error", "seconds": 0}}}
-            qemu = ""
-    line["qemu"]["binary"] = qemu
-    for kernel in kernels if qemu else []:
+    for name in cells:
         start = time.monotonic()
-        cell = line["cells"][kernel] = run_cell(kernel, qemu, run / kernel, env, pytest_args)
+        cell = line["cells"][name] = run_cell(name, run / name, env, pytest_args)
         line["qemu"].setdefault("version", cell.pop("qemu_version", None))
         line["qemu"].setdefault("build", cell.pop("qemu_build", None))
-        c = totals({"cells": {kernel: cell}})
-        print(f"nightly: {kernel}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped "
+        c = totals({"cells": {name: cell}})
+        print(f"nightly: {name}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped "
               f"({round(time.monotonic() - start)} s)", flush=True)
     if os.environ.get("NIGHTLY_MUTANTS") == "1":
         line["cells"]["mutants"] = run_mutants(run / "mutants", {k: v for k, v in env.items() if k != "QEMU"})

@@ -63,3 +63,10 @@ def record_environment(extra: dict[str, object]) -> Path:
     data.update(extra)
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     return path
+
+
+if __name__ == "__main__":
+    # `python -m nvme_hotswap.results`: make this run's folder now and print it, so a Makefile recipe
+    # can hand the same folder to pytest and to the evidence report (NVME_HOTSWAP_RUN_DIR) and a
+    # second run started meanwhile (which moves results/latest) cannot mix them up.
+    print(run_dir())

@@ -18,7 +18,7 @@ from typing import Any
 
 import avocado
 
-from . import accel, capabilities, cloud, config, klog, results, tags
+from . import accel, arch, capabilities, cloud, config, klog, results, tags
 from .boot import boot_guest, guest_qemu_args
 from .guest import Guest
 from .guestfacts import KernelLine, NamespaceInfo
@@ -75,8 +75,13 @@ class HotswapTest(avocado.Test):
         for name in ("avocado.test", "nvme_hotswap"):
             logging.getLogger(name).addHandler(self._log_handler)
             logging.getLogger(name).setLevel(logging.DEBUG)
+        test_tags = tags.of_test(type(self), self._testMethodName)
+        platform_ = config.guest_arch()
+        arches = arch.tagged_arches(test_tags)
+        if arches and platform_.name not in arches:
+            self.cancel(f"test runs on {', '.join(arches)} (arch: tags); this run's guest is {platform_.name} (GUEST_ARCH)")
         self.caps = capabilities.of_qemu_under_test(results.run_dir() / "capability-probe")
-        for need in tags.needs(tags.of_test(type(self), self._testMethodName)):
+        for need in tags.needs(test_tags):
             reason = self.caps.missing(need)
             if reason:
                 self.cancel(reason)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build qemu-system-x86_64 with our series applied, or find it in the cache.
+# Build qemu-system-x86_64 (GUEST_ARCH=aarch64: qemu-system-aarch64) with our series applied, or
+# find it in the cache.
 # The last line printed is the binary's absolute path (scripts rely on it).
 #
 # Source: Debian's source package qemu (pinned below), unpacked with dpkg-source so Debian's
@@ -21,7 +22,9 @@ RECIPE=1
 MESON_VERSION=1.9.1
 PYCOTAP_VERSION=1.3.1
 PATCHES=${PATCHES:-$top/patches}
-TARGET=${TARGET:-x86_64-softmmu}
+GUEST_ARCH=${GUEST_ARCH:-x86_64}
+case "$GUEST_ARCH" in x86_64|aarch64) ;; *) die "GUEST_ARCH must be x86_64 or aarch64 (got $GUEST_ARCH)" ;; esac
+TARGET=$GUEST_ARCH-softmmu
 CONFIGURE_FLAGS=(--target-list="$TARGET" --without-default-features --enable-slirp --enable-kvm
                  --enable-tcg --enable-fdt=system --disable-install-blobs --disable-docs)
 binary_name=qemu-system-${TARGET%-softmmu}

@@ -18,25 +18,30 @@ debian_archive_uri() {
   printf '%s\n' "${uri%/}"
 }
 
-# private_apt NAME LINE... : prepare an apt state dir under the cache whose sources are LINE...
-# and print the apt options that select it. The host's own apt state is not touched.
+# private_apt [--arch ARCH] NAME LINE... : prepare an apt state dir under the cache whose sources
+# are LINE... and print the apt options that select it (--arch: a foreign architecture's packages,
+# e.g. arm64 for the aarch64 guest). The host's own apt state is not touched.
 private_apt() {
+  local arch=
+  if [ "$1" = --arch ]; then arch=$2; shift 2; fi
   local name=$1; shift
   local root="$CACHE_ROOT/apt/$name"
   mkdir -p "$root/lists/partial" "$root/cache/archives/partial"
   printf '%s\n' "$@" > "$root/sources.list.new"
   if ! cmp -s "$root/sources.list.new" "$root/sources.list" 2>/dev/null || [ -z "$(ls "$root/lists" | grep -v partial)" ]; then
     mv "$root/sources.list.new" "$root/sources.list"
-    apt-get -q $(private_apt_opts "$root") update >"$root/update.log" 2>&1 \
+    apt-get -q $(private_apt_opts "$root" "$arch") update >"$root/update.log" 2>&1 \
       || die "apt-get update for $name failed; see $root/update.log"
   fi
-  private_apt_opts "$root"
+  private_apt_opts "$root" "$arch"
 }
 
-private_apt_opts() {
-  local root=$1
-  printf -- '-o Dir::Etc::SourceList=%s -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=%s -o Dir::Cache=%s -o Debug::NoDropPrivs=1 -o APT::Sandbox::User=root\n' \
+private_apt_opts() {  # private_apt_opts ROOT [ARCH]
+  local root=$1 arch=${2:-}
+  printf -- '-o Dir::Etc::SourceList=%s -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=%s -o Dir::Cache=%s -o Debug::NoDropPrivs=1 -o APT::Sandbox::User=root' \
     "$root/sources.list" "$root/lists" "$root/cache"
+  [ -z "$arch" ] || printf -- ' -o APT::Architecture=%s -o APT::Architectures=%s' "$arch" "$arch"
+  echo
 }
 
 sha256_of_stdin() { sha256sum | cut -c1-16; }

@@ -7,7 +7,7 @@ class BootTopology(HotswapTest):
     """Three controllers behind rp0..rp2 with native PCIe hotplug: the baseline of every scenario.
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,machine:q35,nvme,boot
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,boot
     """
 
     def test_three_controllers(self) -> None:

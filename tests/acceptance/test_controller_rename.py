@@ -12,7 +12,7 @@ class ControllerRename(HotswapTest):
     """device_del/device_add of nvme2 while its disk is held open: the guest picks new names.
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,machine:q35,nvme,pcie-hotplug,baseline
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,pcie-hotplug,baseline
     """
 
     def unplug_controller(self, index: int) -> None:

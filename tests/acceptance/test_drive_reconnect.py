@@ -9,7 +9,7 @@ class DriveReconnect(HotswapTest):
     """Pull nvme2's backing file, reinsert it, let AER reset the controller: /dev/nvme2n1 stays.
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,needs:drive_insert
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer,needs:drive_insert
     """
 
     def write_pattern(self, disk: str) -> str:

@@ -25,7 +25,7 @@ def pid_alive(pid: int) -> bool:
 class Hygiene(unittest.TestCase):
     """A child pytest starts a QEMU and hangs; we interrupt it in each way a run can end early.
 
-    :avocado: tags=arch:x86_64,harness,hygiene
+    :avocado: tags=arch:x86_64,arch:aarch64,harness,hygiene
     """
 
     def run_child(self, extra_args: list[str], interrupt: signal.Signals | None) -> None:

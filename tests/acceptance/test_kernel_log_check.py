@@ -6,7 +6,7 @@ class KernelLogCheck(HotswapTest):
     """A report planted in the guest kernel log is found with its context; a clean log passes.
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,harness
+    :avocado: tags=arch:x86_64,arch:aarch64,harness
     """
 
     controllers = 1

@@ -11,7 +11,7 @@ class MonitorErrors(HotswapTest):
     """Each wrong command is refused with a message naming the culprit; nothing else changes.
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,machine:q35,nvme,monitor
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,monitor
     """
 
     def setUp(self) -> None:

@@ -8,7 +8,7 @@ class NamespaceHotplug(HotswapTest):
     """device_add / device_del nvme-ns on nvme2: AEN, rescan, the block device comes and goes.
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,machine:q35,nvme,aen,needs:nvme_ns_hotplug
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aen,needs:nvme_ns_hotplug
     """
 
     def assert_rescanned_only(self, mark: str, index: int) -> None:

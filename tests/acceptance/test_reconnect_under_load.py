@@ -22,7 +22,7 @@ class ReconnectUnderLoad(HotswapTest):
     """drive_del / drive_insert / SDN on nvme2 under a write loop (each write O_DIRECT + fsync).
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,load,needs:drive_insert
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer,load,needs:drive_insert
     """
 
     def start_write_loop(self) -> None:

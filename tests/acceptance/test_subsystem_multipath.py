@@ -56,7 +56,7 @@ class SubsystemMultipathOn(SubsystemSwap):
     """Debian's default: native NVMe multipath.
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,subsys,multipath,needs:drive_insert,needs:nvme_ns_hotplug
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer,subsys,multipath,needs:drive_insert,needs:nvme_ns_hotplug
     """
 
     __test__ = True
@@ -66,7 +66,7 @@ class SubsystemMultipathOff(SubsystemSwap):
     """As the cover letter was tested: nvme_core.multipath=N.
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,subsys,needs:drive_insert,needs:nvme_ns_hotplug
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer,subsys,needs:drive_insert,needs:nvme_ns_hotplug
     """
 
     __test__ = True

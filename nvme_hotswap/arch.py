@@ -1,0 +1,66 @@
+"""The guest architectures the suite boots: x86_64 on q35 and aarch64 on virt (GUEST_ARCH).
+
+What differs between them is only the machine around the same topology: the machine type, the
+CPU model, the console device, the kernel file and how PCIe hotplug is made native. Tests say
+which they run on with `arch:` tags (avocado's convention); HotswapTest cancels the others.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+    name: str                 # GUEST_ARCH value, the avocado `arch:` tag, QEMU's target name
+    machine: str              # -machine
+    cpu: str                  # -cpu
+    console: str              # the kernel's console= device
+    kernel_file: str          # the kernel in the guest folder (images/build-guest.sh)
+    native_hotplug_args: tuple[str, ...]  # what makes hotplug on the root ports native PCIe
+    acpi_pci_hotplug: bool    # whether the machine offers ACPI PCI hotplug (q35's default)
+
+    @property
+    def qemu_binary_name(self) -> str:
+        return f"qemu-system-{self.name}"
+
+    @property
+    def host_can_run_natively(self) -> bool:
+        """KVM can only run a guest of the host's own architecture."""
+        return platform.machine() == self.name
+
+
+X86_64 = Arch(
+    name="x86_64", machine="q35", cpu="max", console="ttyS0",
+    # The uncompressed ELF kernel boots through PVH, ~4 s faster under TCG than the bzImage.
+    kernel_file="vmlinux",
+    # q35's default ACPI PCI hotplug breaks AER recovery (FACTS.md): turn it off for native pciehp.
+    native_hotplug_args=("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"),
+    acpi_pci_hotplug=True,
+)
+
+AARCH64 = Arch(
+    # GICv3 with its ITS gives the root ports and NVMe MSI/MSI-X. Booted with -kernel and no firmware,
+    # the guest gets a device tree and no ACPI, so PCIe hotplug and AER are native: the series'
+    # author's own platform. pauth-impdef: QEMU's cheap pointer authentication, much faster under TCG.
+    name="aarch64", machine="virt,gic-version=3", cpu="max,pauth-impdef=on", console="ttyAMA0",
+    kernel_file="Image",
+    native_hotplug_args=(),
+    acpi_pci_hotplug=False,
+)
+
+ARCHES = {a.name: a for a in (X86_64, AARCH64)}
+
+
+def current() -> Arch:
+    """GUEST_ARCH=x86_64|aarch64 (default x86_64)."""
+    name = os.environ.get("GUEST_ARCH") or "x86_64"
+    if name not in ARCHES:
+        raise ValueError(f"GUEST_ARCH={name!r}: use one of {', '.join(ARCHES)}")
+    return ARCHES[name]
+
+
+def tagged_arches(test_tags: list[str]) -> list[str]:
+    """The architectures a test's `arch:` tags name (empty: any)."""
+    return [t.split(":", 1)[1] for t in test_tags if t.startswith("arch:")]

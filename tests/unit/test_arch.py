@@ -1,0 +1,58 @@
+"""Guest architectures: selection by GUEST_ARCH, `arch:` tags, and what each machine gets."""
+import os
+import unittest
+from unittest import mock
+
+from nvme_hotswap import arch, config, nightly, tags
+
+
+class Selection(unittest.TestCase):
+    def test_default_is_x86_64_on_q35(self) -> None:
+        with mock.patch.dict(os.environ, {}, clear=True):
+            a = arch.current()
+        self.assertEqual((a.name, a.machine, a.console, a.kernel_file), ("x86_64", "q35", "ttyS0", "vmlinux"))
+        self.assertTrue(a.acpi_pci_hotplug)
+
+    def test_aarch64_is_virt_without_acpi_hotplug(self) -> None:
+        with mock.patch.dict(os.environ, {"GUEST_ARCH": "aarch64"}):
+            a = arch.current()
+        self.assertTrue(a.machine.startswith("virt"))
+        self.assertEqual((a.console, a.kernel_file, a.qemu_binary_name), ("ttyAMA0", "Image", "qemu-system-aarch64"))
+        self.assertEqual(a.native_hotplug_args, ())   # no q35 global on virt
+        self.assertFalse(a.acpi_pci_hotplug)
+
+    def test_unknown_arch_is_a_config_error_naming_the_choices(self) -> None:
+        with mock.patch.dict(os.environ, {"GUEST_ARCH": "riscv64"}):
+            with self.assertRaisesRegex(config.ConfigError, "GUEST_ARCH='riscv64'.*x86_64, aarch64"):
+                config.guest_arch()
+
+    def test_cloud_guest_is_x86_64_only(self) -> None:
+        with mock.patch.dict(os.environ, {"GUEST_ARCH": "aarch64", "GUEST": "cloud"}):
+            with self.assertRaisesRegex(config.ConfigError, "GUEST=cloud is built for x86_64 only"):
+                config.guest_flavour()
+
+
+class ArchTags(unittest.TestCase):
+    def test_arch_tags_name_the_architectures(self) -> None:
+        doc = ":avocado: tags=arch:x86_64,arch:aarch64,machine:q35,nvme"
+        self.assertEqual(arch.tagged_arches(tags.from_docstring(doc)), ["x86_64", "aarch64"])
+
+    def test_no_arch_tag_means_any(self) -> None:
+        self.assertEqual(arch.tagged_arches(["nvme", "needs:drive_insert"]), [])
+
+
+class NightlyCells(unittest.TestCase):
+    def test_default_cells_cover_both_kernels_arm64_and_cloud(self) -> None:
+        cells = nightly.DEFAULT_CELLS.split()
+        self.assertEqual(cells, ["bookworm", "trixie", "aarch64", "cloud"])
+        self.assertEqual({nightly.CELLS[c]["GUEST_ARCH"] for c in cells}, {"x86_64", "aarch64"})
+        self.assertEqual({nightly.CELLS[c]["GUEST_KERNEL"] for c in cells}, {"bookworm", "trixie"})
+
+    def test_cell_qemu_prefers_the_given_binary_per_arch(self) -> None:
+        env = {"QEMU": "/x86/qemu", "QEMU_AARCH64": "/arm/qemu"}
+        self.assertEqual(nightly.cell_qemu("x86_64", env, None), "/x86/qemu")
+        self.assertEqual(nightly.cell_qemu("aarch64", env, None), "/arm/qemu")
+
+
+if __name__ == "__main__":
+    unittest.main()
