@@ -9,9 +9,10 @@
 # the compression). Output: vmlinuz, vmlinux (ELF, for PVH boot), initramfs.img, id_ed25519[.pub],
 # manifest.json. See images/README.md for the guest's contract.
 #
-# GUEST_COMPRESS=gzip|zstd|none selects the initramfs compression (default gzip).
-# GUEST_KERNEL=bookworm|trixie selects the kernel (default bookworm: Debian 12's 6.1; trixie: Debian
-# 13's 6.12 cloud kernel, fetched through a second private apt state). Userland is bookworm's in both.
+# GUEST_COMPRESS=gzip|zstd|lz4|none selects the initramfs compression (default gzip).
+# GUEST_KERNEL=bookworm|bookworm-cloud|trixie selects the kernel (default bookworm: Debian 12's 6.1;
+# bookworm-cloud: Debian 12's 6.1 cloud flavour; trixie: Debian 13's 6.12 cloud kernel, fetched
+# through a second private apt state). Userland is bookworm's in all.
 # GUEST_ARCH=x86_64|aarch64 selects the guest's architecture (default x86_64). aarch64 takes the same
 # pins for arm64 (Debian 12's linux-image-6.1.0-50-arm64, an uncompressed Image booted on QEMU's
 # `virt` machine); the build-time tools (depmod, dropbearkey, busybox's applet list) then run from the
@@ -37,12 +38,16 @@ case "$GUEST_KERNEL" in
   bookworm)  # bookworm's linux-image-$DEB_ARCH 6.1 resolves to this ABI package and version.
     KERNEL_ABI=6.1.0-50-$DEB_ARCH
     KERNEL_VERSION=6.1.176-1 ;;
+  bookworm-cloud)  # bookworm's linux-image-cloud-amd64 6.1: fewer drivers; nvme, AER, pciehp, DPC built in.
+    [ "$GUEST_ARCH" = x86_64 ] || die "GUEST_KERNEL=bookworm-cloud is amd64 only"
+    KERNEL_ABI=6.1.0-50-cloud-amd64
+    KERNEL_VERSION=6.1.176-1 ;;
   trixie)    # trixie's linux-image-cloud-amd64 6.12: nvme, AER, pciehp, DPC, virtio-pci built in.
     KERNEL_ABI=6.12.117+deb13-cloud-amd64
     KERNEL_VERSION=6.12.117-1 ;;
-  *) die "GUEST_KERNEL must be bookworm or trixie (got $GUEST_KERNEL)" ;;
+  *) die "GUEST_KERNEL must be bookworm, bookworm-cloud or trixie (got $GUEST_KERNEL)" ;;
 esac
-KERNEL_SUITE=$GUEST_KERNEL
+KERNEL_SUITE=${GUEST_KERNEL%-cloud}
 PACKAGES=(
   "linux-image-$KERNEL_ABI=$KERNEL_VERSION"
   busybox-static=1:1.35.0-4+deb12u1+b1
@@ -78,13 +83,14 @@ PACKAGES=(
 MODULES=(crc64_rocksoft_generic crct10dif_pclmul crct10dif_generic nvme-core nvme virtio_pci virtio_net virtio_blk)
 # arm64's accelerated t10dif is crct10dif-ce.
 [ "$GUEST_ARCH" = x86_64 ] || MODULES=(crc64_rocksoft_generic crct10dif-ce crct10dif_generic nvme-core nvme virtio_pci virtio_net virtio_blk)
-# trixie's cloud kernel has nvme, nvme-core, the crc64/t10dif helpers and virtio_pci built in;
-# its modules are .ko.xz.
-[ "$GUEST_KERNEL" = bookworm ] || MODULES=(crct10dif_pclmul virtio_net virtio_blk)
+# The cloud kernels have nvme, nvme-core and the crc64/t10dif helpers built in; bookworm's keeps
+# virtio_pci a module, trixie's builds it in too (and compresses its modules: .ko.xz).
+[ "$GUEST_KERNEL" != bookworm-cloud ] || MODULES=(crct10dif_pclmul virtio_pci virtio_net virtio_blk)
+[ "$GUEST_KERNEL" != trixie ] || MODULES=(crct10dif_pclmul virtio_net virtio_blk)
 BINARIES=(usr/sbin/nvme usr/sbin/dropbear bin/kmod)
 EMBEDDED=("$here/init.sh" "$here/udhcpc.script")
 COMPRESS=${GUEST_COMPRESS:-gzip}
-case "$COMPRESS" in gzip|zstd|none) ;; *) die "GUEST_COMPRESS must be gzip, zstd or none (got $COMPRESS)" ;; esac
+case "$COMPRESS" in gzip|zstd|lz4|none) ;; *) die "GUEST_COMPRESS must be gzip, zstd, lz4 or none (got $COMPRESS)" ;; esac
 
 # The default kernel adds nothing to the key's inputs; another kernel or architecture adds its name.
 key_extra=(); [ "$GUEST_KERNEL" = bookworm ] || key_extra=("kernel=$GUEST_KERNEL")
@@ -108,7 +114,8 @@ if [ -f "$out/DONE" ]; then log "cached guest $key (built concurrently)"; echo "
 
 for t in cpio gzip xz flock python3 readelf; do command -v $t >/dev/null || die "$t is needed on the host (scripts/install-host-deps.sh)"; done
 [ "$COMPRESS" != zstd ] || command -v zstd >/dev/null || die "zstd is needed for GUEST_COMPRESS=zstd"
-[ "$GUEST_KERNEL" = bookworm ] || command -v zstd >/dev/null || die "zstd is needed for GUEST_KERNEL=$GUEST_KERNEL (its bzImage payload is zstd)"
+[ "$GUEST_KERNEL" != trixie ] || command -v zstd >/dev/null || die "zstd is needed for GUEST_KERNEL=trixie (its bzImage payload is zstd)"
+[ "$GUEST_KERNEL" != bookworm-cloud ] || command -v lz4 >/dev/null || die "lz4 is needed for GUEST_KERNEL=bookworm-cloud (its bzImage payload is lz4)"
 start=$(date +%s.%N)
 
 # --- fetch ---------------------------------------------------------------------------------------
@@ -193,8 +200,11 @@ if payload.startswith(b'\xfd7zXZ'):
 elif payload.startswith(b'\x28\xb5\x2f\xfd'):
     elf = subprocess.run(['zstd', '-dc'], input=payload[:-4], stdout=subprocess.PIPE, check=True).stdout
     assert len(elf) == struct.unpack('<I', payload[-4:])[0], 'zstd payload: size mismatch'
+elif payload.startswith(b'\x02\x21\x4c\x18'):   # lz4 legacy frame (bookworm's cloud kernel)
+    size = struct.unpack('<I', payload[-4:])[0]
+    elf = subprocess.run(['lz4', '-dc'], input=payload[:-4], stdout=subprocess.PIPE, check=True).stdout[:size]
 else:
-    sys.exit('kernel payload is neither xz nor zstd; cannot extract vmlinux')
+    sys.exit('kernel payload is neither xz, zstd nor lz4; cannot extract vmlinux')
 assert elf[:4] == b'\x7fELF'
 open(sys.argv[2], 'wb').write(elf)
 EOF
@@ -288,6 +298,7 @@ cpio_size=$(stat -c %s "$work/initramfs.cpio")
 case "$COMPRESS" in
   gzip) gzip -9 -n -c "$work/initramfs.cpio" > "$stage/initramfs.img" ;;
   zstd) zstd -q -19 -c "$work/initramfs.cpio" > "$stage/initramfs.img" ;;
+  lz4)  lz4 -q -l -9 -c "$work/initramfs.cpio" > "$stage/initramfs.img" ;;   # -l: the legacy frame the kernel reads
   none) cp "$work/initramfs.cpio" "$stage/initramfs.img" ;;
 esac
 img_size=$(stat -c %s "$stage/initramfs.img")

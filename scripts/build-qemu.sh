@@ -110,8 +110,10 @@ else
   cp -a "$srcdir/tree" "$out/src"
 fi
 # A throwaway repository, so the series goes in with git am and a bad patch fails by name.
-( cd "$out/src" && rm -rf .git && git init -q && git add -A && git -c user.name=build -c user.email=build@localhost \
-    commit -q -m "base: $source_id" ) >&2
+# gc.auto=0: git am would otherwise start a repack of the whole tree in the background, costing a
+# core for a minute during the build.
+( cd "$out/src" && rm -rf .git && git init -q && git config gc.auto 0 && git add -A && \
+    git -c user.name=build -c user.email=build@localhost commit -q -m "base: $source_id" ) >&2
 
 for p in "${patch_files[@]}"; do
   log "applying $(basename "$p")"

@@ -9,8 +9,8 @@ PKGS=(
   libglib2.0-dev libpixman-1-dev libslirp-dev libfdt-dev zlib1g-dev
   # firmware the built QEMU loads with -L (the Debian source tarball strips blobs)
   seabios qemu-system-data ipxe-qemu
-  # guest image assembly
-  cpio gzip zstd
+  # guest image assembly (zstd, lz4: the payloads of trixie's and bookworm-cloud's bzImage; binutils' readelf)
+  cpio gzip zstd lz4 binutils
   # cloud-style guest (images/build-cloud-image.sh, GUEST=cloud): rootfs, ext4 image, NoCloud seed (FAT)
   mmdebstrap e2fsprogs dosfstools mtools
 )
