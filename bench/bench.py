@@ -12,12 +12,25 @@ Figures (seconds):
                         successful O_DIRECT read of nvme2n1 in the guest (median of BENCH_SWAPS, 5)
   ns_hotadd_visible_s   device_add nvme-ns (NSID 2 on nvme2) to its block device existing in the
                         guest (median of BENCH_SWAPS); both need the series and are skipped without it
-Speed targets live here, never in timed tests.
+  suite_warm_s          the whole acceptance suite (pytest tests/acceptance) with warm caches, as
+                        `make check-acceptance` runs it (BENCH_SUITE=0 skips it)
+  rebuild_incremental_s scripts/build-qemu.sh after editing one patch (a comment in patch 0001's
+                        hw/nvme code, so one C file changes): new cache key, fresh tree, ccache
+                        (BENCH_REBUILD=0 skips it; the scratch build is removed afterwards)
+  cold_to_first_result_s  empty cache (scratch), no ccache: QEMU build + guest build + the first
+                        acceptance test's result; measured with BENCH_COLD=1 (about 7 minutes) and
+                        recorded in the cache, otherwise the recorded value is reported with its date
+  cloud_vs_fast_boot_ratio  median boot to SSH of the cloud-style guest (GUEST=cloud, BENCH_CLOUD_BOOTS,
+                        default 5) over the fast guest's median (BENCH_CLOUD=0 skips it)
+Each figure with repeats is reported as median, min and max. Targets (issue 6) are printed beside
+the figures. Speed targets live here, never in timed tests.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -92,6 +105,107 @@ def hotswap_latencies(choice: accel.AccelChoice, artifacts: Path, swaps: int) ->
             "ns_hotadd_visible_s": statistics.median(hotadd), "ns_hotadd_visible_all_s": hotadd}
 
 
+def spread(values: list[float]) -> dict[str, float | int]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
+
+
+def boot_times(choice: accel.AccelChoice, folder: Path, boots: int) -> list[float]:
+    """QEMU start -> working SSH session, `boots` times, of the configured guest."""
+    out = []
+    for i in range(boots):
+        artifacts = folder / f"boot{i}"
+        topo = Topology.create(artifacts / "disks", controllers=3)
+        vm, g, seconds = boot_guest(guest_qemu_args(choice, topo), artifacts)
+        try:
+            g.check("true")
+        finally:
+            g.close()
+            vm.shutdown()
+            shutil.rmtree(artifacts / "disks", ignore_errors=True)
+        out.append(seconds)
+    return out
+
+
+def cloud_boot_times(choice: accel.AccelChoice, folder: Path, boots: int) -> list[float]:
+    """The same boots on the cloud-style guest (GUEST=cloud; built on first use)."""
+    saved = os.environ.get("GUEST")
+    os.environ["GUEST"] = "cloud"
+    try:
+        return boot_times(choice, folder, boots)
+    finally:
+        if saved is None:
+            os.environ.pop("GUEST", None)
+        else:
+            os.environ["GUEST"] = saved
+
+
+def suite_seconds(folder: Path) -> tuple[float, str]:
+    """The acceptance suite once, as check-acceptance runs it; (seconds, pytest's summary line)."""
+    env = dict(os.environ, QEMU=str(config.qemu_binary()), GUEST_DIR=str(config.guest_dir()),
+               RESULTS_DIR=str(folder))
+    env.pop(results.RUN_DIR_ENV, None)
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/acceptance"], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seconds = time.monotonic() - start
+    (folder / "suite.log").write_text(proc.stdout)
+    summary = [ln for ln in proc.stdout.splitlines() if re.search(r"\d+ (passed|failed)", ln)]
+    return seconds, (summary[-1].strip("= ") if summary else f"pytest exit {proc.returncode}")
+
+
+def edited_series(folder: Path) -> Path:
+    """A copy of patches/ whose patch 0001 has one comment line in hw/nvme code changed (same line
+    count, so the hunks still apply): what a developer's one-patch edit costs to rebuild."""
+    series = folder / "patches"
+    shutil.copytree(ROOT / "patches", series, ignore=shutil.ignore_patterns("mutants"))
+    first = sorted(series.glob("0001-*.patch"))[0]
+    text = first.read_text().splitlines(keepends=True)
+    in_c = False
+    for i, line in enumerate(text):
+        if line.startswith("+++ "):
+            in_c = line.rstrip().endswith(".c") and "hw/nvme/" in line
+        elif in_c and line.startswith("+ * ") and len(line) < 90:
+            text[i] = line.rstrip("\n") + f" (bench {time.time():.0f})\n"
+            first.write_text("".join(text))
+            return series
+    raise RuntimeError(f"no comment line in a hw/nvme .c file of {first.name} to edit")
+
+
+def incremental_rebuild_seconds(folder: Path) -> float:
+    series = edited_series(folder)
+    seconds, binary = timed(["bash", "scripts/build-qemu.sh"], dict(os.environ, PATCHES=str(series)))
+    entry = Path(binary).parent.parent           # $CACHE_ROOT/qemu/<key>: unique to this edit
+    if entry.parent.name == "qemu":
+        shutil.rmtree(entry, ignore_errors=True)
+        Path(f"{entry}.lock").unlink(missing_ok=True)
+    return seconds
+
+
+COLD_RECORD = "bench-cold-to-first-result.json"
+
+
+def cold_to_first_result(folder: Path) -> dict[str, object]:
+    """Empty scratch cache, ccache off: build QEMU, build the guest, run the suite's first test.
+    Host packages and the venv are already there (they are not removable from a running machine)."""
+    scratch = Path(tempfile.mkdtemp(prefix="nvme-hotswap-bench-cache-"))
+    env = dict(os.environ, NVME_HOTSWAP_CACHE=str(scratch), CCACHE_DISABLE="1", RESULTS_DIR=str(folder))
+    for var in ("QEMU", "GUEST_DIR", results.RUN_DIR_ENV):
+        env.pop(var, None)
+    try:
+        start = time.monotonic()
+        _, qemu = timed(["bash", "scripts/build-qemu.sh"], env)
+        qemu_done = time.monotonic() - start
+        _, guest = timed(["bash", "images/build-guest.sh"], env)
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "tests/acceptance/test_boot_topology.py", "-k",
+                        "test_three_controllers"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                       env=dict(env, QEMU=qemu, GUEST_DIR=guest))
+        total = time.monotonic() - start
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"seconds": total, "qemu_build_s": qemu_done,
+            "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
 def main() -> int:
     figures: dict[str, object] = {}
     if os.environ.get("BENCH_COLD") == "1":
@@ -107,44 +221,83 @@ def main() -> int:
     figures["guest_build_cold_s"] = recorded_seconds(Path(guest) / "manifest.json", "build_seconds")
 
     choice = accel.choose()
-    boots = []
     run = results.run_dir()
-    for i in range(int(os.environ.get("BENCH_BOOTS", "5"))):
-        artifacts = run / "bench" / f"boot{i}"
-        topo = Topology.create(artifacts / "disks", controllers=3)
-        vm, g, seconds = boot_guest(guest_qemu_args(choice, topo), artifacts)
-        g.check("true")
-        g.close()
-        vm.shutdown()
-        shutil.rmtree(artifacts / "disks", ignore_errors=True)
-        boots.append(seconds)
-    figures["boot_to_ssh_s"] = {"median": statistics.median(boots), "min": min(boots), "max": max(boots),
-                                "runs": len(boots), "accel": choice.accel, "accel_reason": choice.reason}
+    boots = boot_times(choice, run / "bench" / "boot", int(os.environ.get("BENCH_BOOTS", "5")))
+    figures["boot_to_ssh_s"] = {**spread(boots), "accel": choice.accel, "accel_reason": choice.reason}
     caps = capabilities.probe(config.qemu_binary(), run / "bench" / "capability-probe")
     if caps.drive_insert_hmp and caps.nvme_ns_hotplug:
         figures.update(hotswap_latencies(choice, run / "bench" / "hotswap",
                                          int(os.environ.get("BENCH_SWAPS", "5"))))
     else:
         figures["aer_recovery_s"] = figures["ns_hotadd_visible_s"] = None
+    if os.environ.get("BENCH_CLOUD", "1") != "0":
+        cloud_boots = cloud_boot_times(choice, run / "bench" / "cloud-boot", int(os.environ.get("BENCH_CLOUD_BOOTS", "5")))
+        figures["cloud_boot_to_ssh_s"] = spread(cloud_boots)
+        figures["cloud_vs_fast_boot_ratio"] = statistics.median(cloud_boots) / statistics.median(boots)
+    else:
+        figures["cloud_vs_fast_boot_ratio"] = None
+    if os.environ.get("BENCH_SUITE", "1") != "0":
+        figures["suite_warm_s"], figures["suite_summary"] = suite_seconds(run / "bench" / "suite")
+    else:
+        figures["suite_warm_s"] = None
+    if os.environ.get("BENCH_REBUILD", "1") != "0":
+        figures["rebuild_incremental_s"] = incremental_rebuild_seconds(run / "bench" / "rebuild")
+    else:
+        figures["rebuild_incremental_s"] = None
+    record = config.cache_root() / COLD_RECORD
+    if os.environ.get("BENCH_COLD") == "1":
+        cold = cold_to_first_result(run / "bench" / "cold")
+        record.write_text(json.dumps(cold, indent=2) + "\n")
+    else:
+        cold = json.loads(record.read_text()) if record.is_file() else None
+    figures["cold_to_first_result_s"] = cold["seconds"] if cold else None
+    figures["cold_to_first_result"] = cold
     figures["qemu"] = str(config.qemu_binary())
     figures["guest"] = str(config.guest_dir())
+    (run / "bench.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print_table(figures)
+    print(f"written: {run / 'bench.json'}")
+    return 0
 
+
+TARGETS = {  # issue 6; None: no target, reported for context
+    "boot_to_ssh_s": ("<=", 3.0), "suite_warm_s": ("<=", 180.0), "cold_to_first_result_s": ("<=", 600.0),
+    "rebuild_incremental_s": ("<=", 60.0), "aer_recovery_s": ("<=", 1.0), "ns_hotadd_visible_s": ("<=", 1.0),
+    "cloud_vs_fast_boot_ratio": (">=", 7.0),
+}
+
+
+def print_table(figures: dict[str, object]) -> None:
+    """One line per figure: value (median for repeated ones), spread, target and whether it is met."""
     def fmt(v: object) -> str:
         return "n/a" if v is None else f"{v:.2f}"
 
-    b = figures["boot_to_ssh_s"]
-    print(f"{'figure':28} {'seconds':>10}")
-    for key in ("qemu_build_cold_s", "qemu_build_cached_s", "guest_build_cold_s", "guest_build_cached_s"):
-        print(f"{key:28} {fmt(figures[key]):>10}")
-    print(f"{'boot_to_ssh_s (median)':28} {fmt(b['median']):>10}  min {fmt(b['min'])} max {fmt(b['max'])} "
-          f"over {b['runs']} boots, accel {b['accel']} ({b['accel_reason']})")
-    (run / "bench.json").write_text(json.dumps(figures, indent=2) + "\n")
-    for key in ("aer_recovery_s", "ns_hotadd_visible_s"):
-        extra = figures.get(key.replace("_s", "_all_s"))
-        print(f"{key + ' (median)':28} {fmt(figures[key]):>10}"
-              + (f"  all: {' '.join(f'{v:.2f}' for v in extra)}" if extra else "  (QEMU lacks the series)"))
-    print(f"written: {run / 'bench.json'}")
-    return 0
+    def spread_of(key: str) -> str:
+        v = figures.get(key)
+        if isinstance(v, dict) and "min" in v:
+            return f"min {fmt(v['min'])} max {fmt(v['max'])} over {v['runs']}"
+        runs = figures.get(key.replace("_s", "_all_s"))
+        return f"min {fmt(min(runs))} max {fmt(max(runs))} over {len(runs)}" if runs else ""
+
+    print(f"{'figure':28} {'value':>9}  {'target':>8}  {'met':4} spread / note")
+    for key in ("qemu_build_cold_s", "qemu_build_cached_s", "guest_build_cold_s", "guest_build_cached_s",
+                "boot_to_ssh_s", "cloud_boot_to_ssh_s", "cloud_vs_fast_boot_ratio", "aer_recovery_s",
+                "ns_hotadd_visible_s", "suite_warm_s", "rebuild_incremental_s", "cold_to_first_result_s"):
+        v = figures.get(key)
+        value = v["median"] if isinstance(v, dict) else v
+        op, target = TARGETS.get(key, (None, None))
+        met = "" if target is None or value is None else (
+            "yes" if (value <= target if op == "<=" else value >= target) else "NO")
+        note = spread_of(key)
+        if key == "boot_to_ssh_s":
+            note += f", accel {v['accel']}"
+        if key == "suite_warm_s" and figures.get("suite_summary"):
+            note = str(figures["suite_summary"])
+        if key == "cold_to_first_result_s":
+            cold = figures.get("cold_to_first_result")
+            note = (f"measured {cold['measured']} (QEMU build {cold['qemu_build_s']:.0f} s)" if cold
+                    else "not measured yet: make bench BENCH_COLD=1")
+        print(f"{key:28} {fmt(value):>9}  {(op or '') + ' ' + (fmt(target) if target else ''):>8}  {met:4} {note}")
 
 
 if __name__ == "__main__":

@@ -128,5 +128,14 @@ def requested_accel() -> str:
     return accel
 
 
+def cache_root() -> Path:
+    """Where builds are cached, as scripts/lib.sh computes it: $NVME_HOTSWAP_CACHE, else
+    $XDG_CACHE_HOME/nvme-hotswap, else ~/.cache/nvme-hotswap."""
+    env = os.environ.get("NVME_HOTSWAP_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nvme-hotswap"
+
+
 def results_root() -> Path:
     return Path(os.environ.get("RESULTS_DIR", ROOT / "results"))
