@@ -3,10 +3,10 @@
 Boots each variant in turn (interleaved, so a busy host slows all alike), BENCH_BOOTS rounds
 (default 5), and prints per variant the median, min and max of QEMU start -> working SSH session,
 plus the guest's own uptime when /init printed its "sshd ready" line. A variant is
-NAME=GUEST_KERNEL[/GUEST_COMPRESS][+kernel args], e.g.
+NAME=GUEST_KERNEL[/GUEST_COMPRESS][+kernel args][@firmware file], e.g.
 
     .venv/bin/python bench/boot_variants.py generic=bookworm cloud=bookworm-cloud \\
-        'cloud-norodata=bookworm-cloud+rodata=off'
+        'cloud-norodata=bookworm-cloud+rodata=off' cloud-qboot=bookworm-cloud@qboot.rom
 
 QEMU comes from $QEMU (else the cached build); each variant's guest from images/build-guest.sh.
 """
@@ -42,19 +42,20 @@ def main(argv: list[str]) -> int:
     variants = []
     for spec in argv[1:] or ["bookworm=bookworm"]:
         name, _, rest = spec.partition("=")
+        rest, _, bios = rest.partition("@")
         kernel, _, kargs = rest.partition("+")
-        variants.append((name, guest_for(kernel), kargs.replace("+", " ")))
+        variants.append((name, guest_for(kernel), kargs.replace("+", " "), ["-bios", bios] if bios else []))
     choice = accel.choose()
     run = results.run_dir()
-    seconds: dict[str, list[float]] = {n: [] for n, _, _ in variants}
-    guest_uptime: dict[str, list[float]] = {n: [] for n, _, _ in variants}
+    seconds: dict[str, list[float]] = {n: [] for n, *_ in variants}
+    guest_uptime: dict[str, list[float]] = {n: [] for n, *_ in variants}
     for i in range(int(os.environ.get("BENCH_BOOTS", "5"))):
-        for name, guest, kargs in variants:
+        for name, guest, kargs, qemu_extra in variants:
             os.environ["GUEST_DIR"] = guest
             config.guest_dir.cache_clear()
             artifacts = run / "boot-variants" / f"{name}-{i}"
             topo = Topology.create(artifacts / "disks", controllers=3)
-            vm, g, s = boot_guest(guest_qemu_args(choice, topo, extra_kernel_args=kargs), artifacts)
+            vm, g, s = boot_guest(guest_qemu_args(choice, topo, extra_kernel_args=kargs) + qemu_extra, artifacts)
             try:
                 g.check("true")
                 m = UPTIME.search(vm.console_text())
@@ -66,10 +67,10 @@ def main(argv: list[str]) -> int:
             if m:
                 guest_uptime[name].append(float(m.group(1)))
     print(f"{'variant':24} {'median':>7} {'min':>6} {'max':>6}  guest uptime at sshd ready (median)  [{choice.accel}]")
-    for name, guest, kargs in variants:
+    for name, guest, kargs, qemu_extra in variants:
         v, u = seconds[name], guest_uptime[name]
         print(f"{name:24} {statistics.median(v):7.2f} {min(v):6.2f} {max(v):6.2f}  "
-              f"{statistics.median(u) if u else float('nan'):.2f}   ({Path(guest).name}{' + ' + kargs if kargs else ''})")
+              f"{statistics.median(u) if u else float('nan'):.2f}   ({Path(guest).name}{' + ' + kargs if kargs else ''}{' ' + ' '.join(qemu_extra) if qemu_extra else ''})")
     return 0
 
 

@@ -49,8 +49,10 @@ def guest_qemu_args(accel: AccelChoice, topology: Topology, native_pcie_hotplug:
         boot = cloud.qemu_boot_args(extra_kernel_args)
     else:
         guest_dir = config.guest_dir()
-        boot = ["-kernel", str(guest_dir / platform.kernel_file), "-initrd", str(guest_dir / "initramfs.img"),
-                "-append", f"console={platform.console} {KERNEL_ARGS} {extra_kernel_args}".strip()]
+        boot = [*platform.firmware,
+                "-kernel", str(guest_dir / platform.kernel_file), "-initrd", str(guest_dir / "initramfs.img"),
+                "-append", " ".join(a for a in (f"console={platform.console}", KERNEL_ARGS,
+                                          platform.firmware_kernel_args, extra_kernel_args) if a)]
     args = ["-machine", platform.machine, *accel_args(accel), "-cpu", platform.cpu, "-smp", vcpus(accel), "-m", "1024",
             "-nodefaults", "-display", "none", "-no-user-config", "-no-reboot",
             *config.firmware_args(), *boot,

@@ -3,8 +3,9 @@
 1. QEMU per guest architecture: $QEMU_X86_64 / $QEMU_AARCH64 (or $QEMU for x86_64) if given, else
    scripts/build-qemu.sh (cached), which reads QEMU_DEB_VERSION, QEMU_SRC, PATCHES and MUTANT from
    the environment; the nightly passes them through and records them.
-2. The acceptance suite once per cell in NIGHTLY_CELLS (default "bookworm trixie aarch64 cloud", see
-   CELLS: the two Debian kernels on x86_64, Debian 12 on arm64 virt, the cloud-style guest), each its
+2. The acceptance suite once per cell in NIGHTLY_CELLS (default "bookworm-cloud bookworm trixie aarch64
+   cloud", see CELLS: Debian 12's cloud and generic kernels and Debian 13's on x86_64, Debian 12 on
+   arm64 virt, the cloud-style guest), each its
    own pytest run under <run>/<cell>/, selection from NIGHTLY_PYTEST_ARGS (else PYTEST_ARGS);
    NIGHTLY_MUTANTS=1 adds the mutation check under <run>/mutants/ (one "test" per mutant: killed = passed).
 3. One JSON line per run appended to NIGHTLY_HISTORY (default results/nightly-history.jsonl).
@@ -34,12 +35,13 @@ FAILED = ("failed", "error")
 
 # A cell: the variables that select its guest (the rest of the environment is shared).
 CELLS: dict[str, dict[str, str]] = {
+    "bookworm-cloud": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm-cloud", "GUEST": "fast"},  # the default guest
     "bookworm": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm", "GUEST": "fast"},
     "trixie": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "trixie", "GUEST": "fast"},
     "aarch64": {"GUEST_ARCH": "aarch64", "GUEST_KERNEL": "bookworm", "GUEST": "fast"},
     "cloud": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm", "GUEST": "cloud"},
 }
-DEFAULT_CELLS = "bookworm trixie aarch64 cloud"
+DEFAULT_CELLS = "bookworm-cloud bookworm trixie aarch64 cloud"
 
 
 def junit_tests(path: Path) -> dict[str, dict[str, object]]:

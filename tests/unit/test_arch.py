@@ -12,6 +12,9 @@ class Selection(unittest.TestCase):
             a = arch.current()
         self.assertEqual((a.name, a.machine, a.console, a.kernel_file), ("x86_64", "q35", "ttyS0", "vmlinux"))
         self.assertTrue(a.acpi_pci_hotplug)
+        # qboot numbers buses in reverse; the kernel must renumber them or the PCI addresses move
+        self.assertEqual(a.firmware, ("-bios", "qboot.rom"))
+        self.assertEqual(a.firmware_kernel_args, "pci=assign-busses")
 
     def test_aarch64_is_virt_without_acpi_hotplug(self) -> None:
         with mock.patch.dict(os.environ, {"GUEST_ARCH": "aarch64"}):
@@ -44,9 +47,9 @@ class ArchTags(unittest.TestCase):
 class NightlyCells(unittest.TestCase):
     def test_default_cells_cover_both_kernels_arm64_and_cloud(self) -> None:
         cells = nightly.DEFAULT_CELLS.split()
-        self.assertEqual(cells, ["bookworm", "trixie", "aarch64", "cloud"])
+        self.assertEqual(cells, ["bookworm-cloud", "bookworm", "trixie", "aarch64", "cloud"])
         self.assertEqual({nightly.CELLS[c]["GUEST_ARCH"] for c in cells}, {"x86_64", "aarch64"})
-        self.assertEqual({nightly.CELLS[c]["GUEST_KERNEL"] for c in cells}, {"bookworm", "trixie"})
+        self.assertEqual({nightly.CELLS[c]["GUEST_KERNEL"] for c in cells}, {"bookworm-cloud", "bookworm", "trixie"})
 
     def test_cell_qemu_prefers_the_given_binary_per_arch(self) -> None:
         env = {"QEMU": "/x86/qemu", "QEMU_AARCH64": "/arm/qemu"}
