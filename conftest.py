@@ -28,6 +28,9 @@ def pytest_configure(config: pytest.Config) -> None:
         run = results.run_dir()
         if not config.option.xmlpath:
             config.option.xmlpath = str(run / "junit.xml")
+        if not config.option.basetemp:
+            # pytest's (and xdist's) own temporary folders go into the results, not /tmp.
+            config.option.basetemp = str(run / "pytest-tmp")
         config.pluginmanager.register(tap.TapWriter(run / "results.tap"), "nvme_hotswap_tap")
 
 

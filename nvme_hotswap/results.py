@@ -56,12 +56,22 @@ def test_dir(test_id: str) -> Path:
     return path
 
 
+def worker_folder(name: str) -> Path:
+    """`name` in this run's folder, suffixed with the pytest-xdist worker (gw0, gw1, ...) when there
+    is one, so processes of one run (`pytest -n 2`) never write the same files."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return run_dir() / (f"{name}-{worker}" if worker else name)
+
+
 def record_environment(extra: dict[str, object]) -> Path:
-    """Merge `extra` into environment.json of this run and return its path."""
+    """Merge `extra` into environment.json of this run and return its path. The file is replaced
+    atomically (xdist workers record the same environment; a reader never sees half a file)."""
     path = run_dir() / "environment.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     data.update(extra)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    tmp = path.with_name(f".environment.json.{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.replace(path)
     return path
 
 

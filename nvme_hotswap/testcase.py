@@ -80,7 +80,7 @@ class HotswapTest(avocado.Test):
         arches = arch.tagged_arches(test_tags)
         if arches and platform_.name not in arches:
             self.cancel(f"test runs on {', '.join(arches)} (arch: tags); this run's guest is {platform_.name} (GUEST_ARCH)")
-        self.caps = capabilities.of_qemu_under_test(results.run_dir() / "capability-probe")
+        self.caps = capabilities.of_qemu_under_test(results.worker_folder("capability-probe"))
         for need in tags.needs(test_tags):
             reason = self.caps.missing(need)
             if reason:

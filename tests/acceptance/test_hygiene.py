@@ -1,4 +1,5 @@
-"""No QEMU and no monitor socket survive a run that is interrupted or times out."""
+"""No QEMU, no monitor socket and no temporary file survive a run that is interrupted or times out;
+two runs at once, and one run on two xdist workers, do not collide on ports, sockets or files."""
 import os
 import signal
 import subprocess
@@ -11,7 +12,9 @@ from pathlib import Path
 from nvme_hotswap import config
 from nvme_hotswap.wait import wait_until
 
-FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "vm_left_running.py"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURE = FIXTURES / "vm_left_running.py"
+BRIEF_FIXTURE = FIXTURES / "vm_briefly.py"
 
 
 def pid_alive(pid: int) -> bool:
@@ -22,8 +25,21 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def child_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """A child pytest's environment: this QEMU, results under `tmp`, and a private TMPDIR, so any
+    temporary file the child leaves behind is seen."""
+    (tmp / "tmpdir").mkdir(exist_ok=True)
+    env = dict(os.environ, QEMU=str(config.qemu_binary()), RESULTS_DIR=str(tmp / "results"),
+               TMPDIR=str(tmp / "tmpdir"), **extra)
+    for var in ("NVME_HOTSWAP_RUN_DIR", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT",
+                "PYTEST_XDIST_TESTRUNUID"):
+        env.pop(var, None)
+    return env
+
+
 class Hygiene(unittest.TestCase):
-    """A child pytest starts a QEMU and hangs; we interrupt it in each way a run can end early.
+    """Child pytest runs: one starts a QEMU and hangs, and we interrupt it in each way a run can end
+    early; others start QEMUs at the same time as each other.
 
     :avocado: tags=arch:x86_64,arch:aarch64,harness,hygiene
     """
@@ -31,9 +47,7 @@ class Hygiene(unittest.TestCase):
     def run_child(self, extra_args: list[str], interrupt: signal.Signals | None) -> None:
         with tempfile.TemporaryDirectory(prefix="nvme-hotswap-hygiene-") as tmp:
             pid_file = Path(tmp, "pid")
-            env = dict(os.environ, HYGIENE_PID_FILE=str(pid_file), QEMU=str(config.qemu_binary()),
-                       RESULTS_DIR=str(Path(tmp, "results")))
-            env.pop("NVME_HOTSWAP_RUN_DIR", None)
+            env = child_env(Path(tmp), HYGIENE_PID_FILE=str(pid_file))
             child = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                       str(FIXTURE), *extra_args], env=env, cwd=config.ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -57,6 +71,39 @@ class Hygiene(unittest.TestCase):
             self.assertFalse(pid_alive(int(qemu_pid)),
                              f"QEMU pid {qemu_pid} survived the child run:\n{out.decode(errors='replace')}")
             self.assertFalse(os.path.exists(sockdir), f"monitor socket folder {sockdir} was left behind")
+            self.assertEqual(os.listdir(Path(tmp, "tmpdir")), [], "temporary files left outside the results")
+
+    def run_brief(self, tmp: Path, extra_args: list[str]) -> subprocess.Popen:
+        (tmp / "reports").mkdir(exist_ok=True)
+        return subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(BRIEF_FIXTURE),
+                                 *extra_args], env=child_env(tmp, HYGIENE_REPORT_DIR=str(tmp / "reports")),
+                                cwd=config.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def assert_no_collisions(self, tmp: Path, children: list[subprocess.Popen], vms: int, runs: int) -> None:
+        """Every child passed; its `vms` VMs held distinct ports and socket folders; `runs` distinct
+        run folders, each with its own junit.xml; nothing left in TMPDIR."""
+        for child in children:
+            out, _ = child.communicate(timeout=120)
+            self.assertEqual(child.returncode, 0, out.decode(errors="replace"))
+        held = [f.read_text().split() for f in (tmp / "reports").iterdir()]
+        self.assertEqual(len(held), vms, held)
+        ports, sockdirs, rundirs = zip(*held)
+        self.assertEqual(len(set(ports)), vms, f"two VMs got the same forwarded port: {ports}")
+        self.assertEqual(len(set(sockdirs)), vms, f"two VMs shared a monitor socket folder: {sockdirs}")
+        self.assertEqual(len(set(rundirs)), runs, f"run folders: {sorted(set(rundirs))}")
+        for d in set(rundirs):
+            self.assertTrue(Path(d, "junit.xml").is_file(), f"{d} has no junit.xml of its own")
+        self.assertEqual(os.listdir(tmp / "tmpdir"), [], "temporary files left outside the results")
+
+    def test_two_runs_at_once(self) -> None:
+        with tempfile.TemporaryDirectory(prefix="nvme-hotswap-hygiene-") as tmp:
+            children = [self.run_brief(Path(tmp), []) for _ in range(2)]
+            self.assert_no_collisions(Path(tmp), children, vms=4, runs=2)
+
+    def test_xdist_two_workers(self) -> None:
+        """One run on two workers: both VMs at once, one run folder, one junit.xml."""
+        with tempfile.TemporaryDirectory(prefix="nvme-hotswap-hygiene-") as tmp:
+            self.assert_no_collisions(Path(tmp), [self.run_brief(Path(tmp), ["-n", "2"])], vms=2, runs=1)
 
     def test_sigterm(self) -> None:
         self.run_child([], signal.SIGTERM)
