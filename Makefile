@@ -5,6 +5,10 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Tests run side by side on JOBS pytest-xdist workers (one TCG guest each): the number of CPUs, at
+# most 4 (each guest takes a core and 1 GiB). JOBS=1 runs them one after the other.
+JOBS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
+XDIST = $(if $(filter-out 1,$(JOBS)),-n $(JOBS))
 
 # QEMU under test: $(QEMU) if given, else our patched build (built on first use, then cached).
 RESOLVE_QEMU = $${QEMU:-$$(bash scripts/build-qemu.sh | tail -n 1)}
@@ -34,6 +38,7 @@ help:
 	@echo "make check-aarch64     check-acceptance on an arm64 guest on QEMU's virt machine (GUEST_ARCH=aarch64)"
 	@echo "make nightly           build QEMU, run the guest matrix, compare with the last night (README.md, \"Nightly\")"
 	@echo "variables: QEMU=/path/to/qemu-system-x86_64  QEMU_SRC=/path/to/qemu.git  ACCEL=auto|kvm|tcg  PYTEST_ARGS=..."
+	@echo "           JOBS=N (tests side by side, default: CPUs, at most 4; JOBS=1 one at a time)"
 	@echo "           GUEST_KERNEL=bookworm|trixie (guest kernel: Debian 12 6.1, default, or Debian 13 6.12)"
 	@echo "           GUEST_ARCH=x86_64|aarch64 (guest architecture: q35, default, or arm64 on virt)"
 
@@ -70,7 +75,7 @@ check-acceptance: venv
 	@set -o pipefail; qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && \
 	echo "QEMU under test: $$qemu" && echo "guest: $$guest" && \
 	run=$$($(PY) -m nvme_hotswap.results) && export NVME_HOTSWAP_RUN_DIR="$$run" && \
-	rc=0; QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m pytest tests/acceptance $(PYTEST_ARGS) || rc=$$?; \
+	rc=0; QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m pytest $(XDIST) tests/acceptance $(PYTEST_ARGS) || rc=$$?; \
 	$(PY) -m nvme_hotswap.evidence "$$run" || { [ $$rc -ne 0 ] || rc=1; }; exit $$rc
 
 evidence: venv
