@@ -6,8 +6,8 @@
 # through a private apt state under the cache (archive URI from this machine's apt configuration),
 # unpacked with `dpkg-deb -x`, never installed on the host. The guest lands in
 # $CACHE_ROOT/guest/<key>, key = hash(package list with versions, RECIPE, the files it embeds,
-# the compression). Output: vmlinuz, vmlinux (ELF, for PVH boot), initramfs.img, id_ed25519[.pub],
-# manifest.json. See images/README.md for the guest's contract.
+# the compression). Output: vmlinuz, vmlinux (ELF, for PVH boot) or Image (arm64), initramfs.img,
+# manifest.json. The image holds no client key: root's SSH key comes per run on the kernel command line. See images/README.md for the guest's contract.
 #
 # GUEST_COMPRESS=none|gzip|zstd|lz4 selects the initramfs compression (default none: under TCG the
 # kernel inflates a gzip'd 16 MB initramfs in ~0.3 s, more than loading it uncompressed costs).
@@ -280,18 +280,8 @@ echo 'export PATH=/sbin:/usr/sbin:/bin:/usr/bin HOME=/root' > "$rootfs/etc/profi
 # Host key made here, so the guest does not spend boot time (and entropy) on it.
 toolrun "$tools/usr/bin/dropbearkey" -t ed25519 -f "$rootfs/etc/dropbear/dropbear_ed25519_host_key" >/dev/null 2>&1 \
   || die "dropbearkey failed to make the host key"
-# Client key pair for the harness, in OpenSSH format (paramiko.Ed25519Key loads it).
-if command -v ssh-keygen >/dev/null; then
-  ssh-keygen -q -t ed25519 -N '' -C "nvme-hotswap-guest-$key" -f "$stage/id_ed25519"
-else
-  toolrun "$tools/usr/bin/dropbearkey" -t ed25519 -f "$work/client.dropbear" >/dev/null 2>&1
-  toolrun "$tools/usr/lib/dropbear/dropbearconvert" dropbear openssh "$work/client.dropbear" "$stage/id_ed25519" >/dev/null 2>&1 \
-    || die "dropbearconvert failed"
-  toolrun "$tools/usr/bin/dropbearkey" -y -f "$work/client.dropbear" | grep '^ssh-ed25519 ' \
-    | awk -v c="nvme-hotswap-guest-$key" '{print $1, $2, c}' > "$stage/id_ed25519.pub"
-fi
-chmod 600 "$stage/id_ed25519"
-install -m 0600 "$stage/id_ed25519.pub" "$rootfs/root/.ssh/authorized_keys"
+# No client key in the image: /init installs the one given on the kernel command line
+# (nvmehs.authorized_key=, made per run by the harness: nvme_hotswap/sshkey.py).
 
 # --- initramfs -----------------------------------------------------------------------------------
 raw_size=$(du -sb --apparent-size "$rootfs" | cut -f1)
@@ -327,7 +317,7 @@ json.dump({
     'kernel_files': {f: os.path.getsize(os.path.join(d, f)) for f in ('vmlinuz', 'vmlinux', 'Image')
                      if os.path.exists(os.path.join(d, f))},
     'build_seconds': round(float(end) - float(start), 1),
-    'ssh': {'user': 'root', 'port': 22, 'key': 'id_ed25519'},
+    'ssh': {'user': 'root', 'port': 22, 'key': 'per run: kernel argument nvmehs.authorized_key=<base64 ed25519 public key>'},
     'console_marker': 'nvme-hotswap: sshd ready',
 }, open(path, 'w'), indent=2)
 EOF

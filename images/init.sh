@@ -25,10 +25,13 @@ hostname nvme-guest
 # Writes to /dev/kmsg from user space are rate-limited by default: the harness writes marks there.
 echo on > /proc/sys/kernel/printk_devkmsg
 
-# Kernel command line options of our own: guest.net=static|dhcp, guest.ip=A.B.C.D/N, guest.gw=A.B.C.D
+# Kernel command line options of our own: guest.net=static|dhcp, guest.ip=A.B.C.D/N, guest.gw=A.B.C.D,
+# nvmehs.authorized_key=<base64 of an ed25519 public key>: the only key root's SSH accepts (the
+# harness makes one per run; the image carries none).
 net=static ip=10.0.2.15/24 gw=10.0.2.2
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
+    nvmehs.authorized_key=*) echo "ssh-ed25519 ${arg#nvmehs.authorized_key=} nvme-hotswap-run" > /root/.ssh/authorized_keys ;;
     guest.net=*) net=${arg#guest.net=} ;;
     guest.ip=*) ip=${arg#guest.ip=} ;;
     guest.gw=*) gw=${arg#guest.gw=} ;;

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import cloud, config
+from . import cloud, config, sshkey
 from .accel import AccelChoice
 from .guest import Guest
 from .machine import QemuMachine
@@ -51,7 +51,7 @@ def guest_qemu_args(accel: AccelChoice, topology: Topology, native_pcie_hotplug:
         guest_dir = config.guest_dir()
         boot = [*platform.firmware,
                 "-kernel", str(guest_dir / platform.kernel_file), "-initrd", str(guest_dir / "initramfs.img"),
-                "-append", " ".join(a for a in (f"console={platform.console}", KERNEL_ARGS,
+                "-append", " ".join(a for a in (f"console={platform.console}", KERNEL_ARGS, sshkey.kernel_arg(),
                                           platform.firmware_kernel_args, extra_kernel_args) if a)]
     args = ["-machine", platform.machine, *accel_args(accel), "-cpu", platform.cpu, "-smp", vcpus(accel), "-m", "1024",
             "-nodefaults", "-display", "none", "-no-user-config", "-no-reboot",
@@ -79,12 +79,12 @@ def boot_guest(args: list[str], artifacts: Path, name: str = "vm") -> tuple[Qemu
         if config.guest_flavour() == "cloud":
             # No console marker (a cloud image prints a login prompt): retry SSH within the
             # boot bound until sshd answers and cloud-init has installed the key.
-            guest = Guest(vm.usernet_ssh_port(), cloud.key_file(), artifacts / f"{name}-ssh.log",
+            guest = Guest(vm.usernet_ssh_port(), sshkey.private_key_file(), artifacts / f"{name}-ssh.log",
                           user=config.cloud_user())
             guest.connect(BOOT_TIMEOUT_S, alive=vm.is_running)
         else:
             Guest.wait_for_console(vm.console_text, BOOT_TIMEOUT_S, vm.is_running)
-            guest = Guest(vm.usernet_ssh_port(), config.guest_dir() / "id_ed25519", artifacts / f"{name}-ssh.log")
+            guest = Guest(vm.usernet_ssh_port(), sshkey.private_key_file(), artifacts / f"{name}-ssh.log")
             guest.connect(SSH_TIMEOUT_S)
     except BaseException:
         vm.shutdown()

@@ -20,7 +20,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from . import config
+from . import config, sshkey
 
 ROOT_LABEL = "cloudroot"
 ROOT_SLOT, SEED_SLOT = "0x1e", "0x1d"
@@ -28,27 +28,11 @@ KERNEL_ARGS = f"root=LABEL={ROOT_LABEL} rw console=ttyS0 panic=-1 quiet cryptomg
 
 
 @functools.cache
-def _run_dir() -> Path:
-    """A private folder for this process's key and seed, removed at exit (not a results artifact)."""
+def _seed_dir() -> Path:
+    """A private folder for this process's seed, removed at exit (not a results artifact)."""
     d = Path(tempfile.mkdtemp(prefix="nvme-hotswap-cloud-"))
     atexit.register(shutil.rmtree, d, True)
     return d
-
-
-@functools.cache
-def key_file() -> Path:
-    """A per-run ed25519 client key (OpenSSH format, as paramiko loads it)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = Ed25519PrivateKey.generate()
-    path = _run_dir() / "id_ed25519"
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                       serialization.NoEncryption()))
-    path.chmod(0o600)
-    pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    path.with_suffix(".pub").write_text(pub.decode() + " nvme-hotswap-run\n")
-    return path
 
 
 def user_data(public_key: str) -> str:
@@ -70,8 +54,8 @@ def seed_image() -> Path:
         if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
             raise config.ConfigError(f"{tool} is needed for the NoCloud seed (Debian's dosfstools and mtools: "
                                      "scripts/install-host-deps.sh)")
-    d = _run_dir()
-    (d / "user-data").write_text(user_data(key_file().with_suffix(".pub").read_text().strip()))
+    d = _seed_dir()
+    (d / "user-data").write_text(user_data(sshkey.public_key_line()))
     (d / "meta-data").write_text(meta_data())
     seed = d / "seed.img"
     mkfs = shutil.which("mkfs.vfat") or "/usr/sbin/mkfs.vfat"

@@ -61,10 +61,10 @@ def _built_dir(env_var: str, script: str, what: str, required: tuple[str, ...], 
 
 @functools.cache
 def guest_dir() -> Path:
-    """The built guest (kernel, initramfs.img, SSH key): $GUEST_DIR, else images/build-guest.sh
-    (which reads GUEST_ARCH and GUEST_KERNEL)."""
+    """The built guest (kernel, initramfs.img): $GUEST_DIR, else images/build-guest.sh (which reads
+    GUEST_ARCH and GUEST_KERNEL)."""
     return _built_dir("GUEST_DIR", "images/build-guest.sh", "guest",
-                      (guest_arch().kernel_file, "initramfs.img", "id_ed25519"), "guest")
+                      (guest_arch().kernel_file, "initramfs.img"), "guest")
 
 
 def guest_flavour() -> str:

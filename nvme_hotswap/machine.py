@@ -84,6 +84,11 @@ class QemuMachine:
         assert self.proc is not None, "launch() first"
         return self.proc.pid
 
+    @property
+    def socket_dir(self) -> str | None:
+        """The private (0700) folder of the QMP socket, None before launch()."""
+        return self._sockdir
+
     def is_running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
