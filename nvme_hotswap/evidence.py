@@ -172,8 +172,9 @@ def hot_swaps(monitor: list[MonitorEntry], proof: list[tuple[KernelLine, str]]) 
 
 def outcomes(junit_xml: Path) -> list[dict[str, str]]:
     """One row per test case: name, outcome (passed/failed/error/skipped), seconds, message."""
-    return [{"name": c.full_name, "outcome": c.outcome, "seconds": f"{c.seconds:.1f}", "message": c.message}
+    rows = [{"name": c.full_name, "outcome": c.outcome, "seconds": f"{c.seconds:.1f}", "message": c.message}
             for c in junit.read(junit_xml)]
+    return sorted(rows, key=lambda r: r["name"])   # xdist workers finish in any order
 
 
 # --- the report ----------------------------------------------------------------------------
@@ -197,7 +198,9 @@ def environment_items(env: dict) -> list[str]:
     items: list = [f"QEMU {env.get('qemu_version', '?')}, {origin}" if isinstance(origin, str) else
                    (f"QEMU {env.get('qemu_version', '?')}, {origin[0]}", origin[1]),
              f"Accelerator: {env.get('accelerator', '?')} ({env.get('accelerator_reason', 'no reason recorded')})",
-             f"Guest: Debian {guest.get('debian_suite', '?')}, kernel {guest.get('kernel_release', '?')}"
+             f"Guest: Debian {guest.get('debian_suite', '?')}"
+             + (f" ({env['guest_arch']} on {env['machine']})" if env.get("guest_arch") else "")
+             + f", kernel {guest.get('kernel_release', '?')}"
              + (f" ({', '.join(kernel_pkgs)})" if kernel_pkgs else ""),
              f"Host: Linux {env.get('host_kernel', '?')}, Python {env.get('python', '?')}"]
     return items if env else ["environment.json missing: environment unknown"]

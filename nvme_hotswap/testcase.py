@@ -264,6 +264,7 @@ def _record_environment(caps: capabilities.Capabilities, choice: accel.AccelChoi
         "accelerator": choice.accel, "accelerator_reason": choice.reason,
         "guest_dir": str(guest_dir),
         "guest_flavour": config.guest_flavour(), "guest": guest,
+        "guest_arch": config.guest_arch().name, "machine": config.guest_arch().machine,
         "host_kernel": platform.release(), "python": platform.python_version(),
         "packages": {p: importlib.metadata.version(p)
                      for p in ("avocado-framework", "qemu.qmp", "paramiko", "pytest")},
