@@ -63,7 +63,13 @@ class Hygiene(unittest.TestCase):
                 if interrupt is not None:
                     time.sleep(0.5)
                     child.send_signal(interrupt)
-                out, _ = child.communicate(timeout=60)
+                try:
+                    out, _ = child.communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    out, _ = child.communicate()
+                    self.fail(f"the child run did not end within 60 s of {interrupt or 'its timeout'}:\n"
+                              f"{out.decode(errors='replace')[-3000:]}")
             finally:
                 if child.poll() is None:
                     child.kill()
