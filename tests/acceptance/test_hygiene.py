@@ -25,6 +25,14 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def as_from_a_terminal() -> None:
+    """Popen preexec_fn: SIGINT back to its default in the child, as a shell in a terminal starts a
+    foreground command. A runner started in the background by a non-interactive shell (nohup, a CI
+    agent, `cmd &` in a script) inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt: the Ctrl-C case would test nothing (seen: 2 of 2 such runs timed out)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def child_env(tmp: Path, **extra: str) -> dict[str, str]:
     """A child pytest's environment: this QEMU, results under `tmp`, and a private TMPDIR, so any
     temporary file the child leaves behind is seen."""
@@ -50,7 +58,8 @@ class Hygiene(unittest.TestCase):
             env = child_env(Path(tmp), HYGIENE_PID_FILE=str(pid_file))
             child = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                       str(FIXTURE), *extra_args], env=env, cwd=config.ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     preexec_fn=as_from_a_terminal)
             try:
                 def started() -> bool:
                     if child.poll() is not None:
