@@ -1,6 +1,7 @@
 """No QEMU, no monitor socket and no temporary file survive a run that is interrupted or times out;
 two runs at once, and one run on two xdist workers, do not collide on ports, sockets or files."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,7 @@ class Hygiene(unittest.TestCase):
         with tempfile.TemporaryDirectory(prefix="nvme-hotswap-hygiene-") as tmp:
             pid_file = Path(tmp, "pid")
             env = child_env(Path(tmp), HYGIENE_PID_FILE=str(pid_file))
+            qemu_pid = sockdir = None
             child = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                       str(FIXTURE), *extra_args], env=env, cwd=config.ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -83,7 +85,11 @@ class Hygiene(unittest.TestCase):
                 if child.poll() is None:
                     child.kill()
                     child.wait()
-            self.assertFalse(pid_alive(int(qemu_pid)),
+                survivor = qemu_pid is not None and pid_alive(int(qemu_pid))
+                if survivor:   # this test fails below; its own VM must not outlive it
+                    os.kill(int(qemu_pid), signal.SIGKILL)
+                    shutil.rmtree(sockdir, ignore_errors=True)
+            self.assertFalse(survivor,
                              f"QEMU pid {qemu_pid} survived the child run:\n{out.decode(errors='replace')}")
             self.assertFalse(os.path.exists(sockdir), f"monitor socket folder {sockdir} was left behind")
             self.assertEqual(os.listdir(Path(tmp, "tmpdir")), [], "temporary files left outside the results")
