@@ -1,0 +1,46 @@
+"""Pure helpers: the bench's one-patch edit and the per-run SSH key."""
+import os
+import stat
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+from nvme_hotswap import config, sshkey
+
+sys.path.insert(0, str(config.ROOT / "bench"))
+import bench  # noqa: E402
+
+
+class EditedSeries(unittest.TestCase):
+    def test_one_comment_line_of_patch_0001_changes_and_nothing_else(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            series = bench.edited_series(Path(tmp))
+            for original in sorted((config.ROOT / "patches").glob("*.patch")):
+                before = original.read_text().splitlines()
+                after = (series / original.name).read_text().splitlines()
+                self.assertEqual(len(before), len(after), "hunk line counts must not change")
+                changed = [(a, b) for a, b in zip(before, after) if a != b]
+                if original.name.startswith("0001-"):
+                    self.assertEqual(len(changed), 1, changed)
+                    a, b = changed[0]
+                    self.assertTrue(a.startswith("+ * ") and b.startswith(a) and "(bench " in b, changed)
+                else:
+                    self.assertEqual(changed, [])
+            self.assertEqual((series / "series").read_text(), (config.ROOT / "patches" / "series").read_text())
+
+
+class RunKey(unittest.TestCase):
+    def test_key_is_private_and_handed_over_as_base64_only(self) -> None:
+        key = sshkey.private_key_file()
+        self.assertEqual(stat.S_IMODE(os.stat(key.parent).st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(key).st_mode), 0o600)
+        self.assertNotIn(config.results_root().resolve(), key.resolve().parents)
+        kind, b64, comment = sshkey.public_key_line().split()
+        self.assertEqual((kind, comment), ("ssh-ed25519", sshkey.COMMENT))
+        self.assertEqual(sshkey.kernel_arg(), f"nvmehs.authorized_key={b64}")
+        self.assertNotIn(" ", sshkey.kernel_arg())
+
+
+if __name__ == "__main__":
+    unittest.main()
