@@ -23,7 +23,7 @@ export GUEST IMAGE CLOUD_USER
 # qemu-system-aarch64 and an arm64 guest and boots it on the virt machine (TCG on this host).
 export GUEST_ARCH
 
-.PHONY: help venv host-deps qemu qemu-unpatched guest check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud check-aarch64 nightly clean
+.PHONY: help venv host-deps qemu qemu-unpatched guest check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud check-aarch64 nightly soak fuzz clean
 
 help:
 	@echo "make check-acceptance  build what is missing, run tests/acceptance, write the evidence report"
@@ -32,7 +32,9 @@ help:
 	@echo "make qemu              build (or find) patched QEMU; prints the binary path last"
 	@echo "make qemu-unpatched    the same QEMU without our series (for comparisons)"
 	@echo "make guest             build (or find) the guest; prints its directory last"
-	@echo "make bench             build and boot timings"
+	@echo "make bench             speed figures against their targets (README.md, \"Benchmarks\")"
+	@echo "make soak              SOAK_CYCLES (100) hot-swap cycles of each sequence on one guest: names, data, RSS, fds"
+	@echo "make fuzz              seeded random monitor sequences under guest I/O: QEMU must answer all, never abort"
 	@echo "make check-cloud       check-acceptance on the cloud-style guest (GUEST=cloud; IMAGE=/path/to/cloud.qcow2)"
 	@echo "make cloud-image       build (or find) the cloud-style guest image; prints its directory last"
 	@echo "make check-aarch64     check-acceptance on an arm64 guest on QEMU's virt machine (GUEST_ARCH=aarch64)"
@@ -99,6 +101,13 @@ check-aarch64:
 # The guest matrix (NIGHTLY_CELLS), one history line per run, exit 1 on a regression (README.md, "Nightly").
 nightly: venv
 	$(PY) -m nvme_hotswap.nightly
+
+# Reliability (README.md, "Soak and fuzz"): long runs on the patched QEMU, not part of `make check`.
+soak: venv
+	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.soak
+
+fuzz: venv
+	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.fuzz
 
 bench: venv
 	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) bench/bench.py

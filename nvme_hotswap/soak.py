@@ -1,0 +1,217 @@
+"""Soak: many hot-swap cycles of each sequence on ONE guest (make soak, SOAK_CYCLES, default 100).
+
+A regression suite boots a fresh guest per test; a storage stack lives for months. This runs the
+two sequences of the series back to back on one VM, on controller 2 (nvme2 at 0000:03:00.0):
+
+  namespace: guest writes and fsyncs a random block; device_del nvme-ns, drive_del; the block is
+             in the backing file (host sha256); a new file with a fresh label is drive_add'ed and
+             device_add'ed with the same NSID; the guest reads the new label (O_DIRECT).
+  reconnect: guest writes and fsyncs a random block; drive_del; drive_insert the same file;
+             pcie_aer_inject_error rp2 SDN; the guest logs "device recovery successful" for the port;
+             the block reads back (O_DIRECT) with the same sha256.
+
+After every cycle: the guest's names (PCI address -> controller, disks) equal those at boot, no
+kernel trouble (BUG/WARNING/Oops) since boot, and QEMU's RSS and open fds are sampled. Bounds,
+checked at the end: after a warm-up of WARMUP cycles, open fds never exceed the warm-up level, and
+RSS grows by at most RSS_BOUND_MIB over the remaining cycles. Exit 0 when every cycle passed and the
+bounds hold; 1 otherwise, naming the cycle and what broke; 2 if QEMU lacks the series.
+Figures: printed, and written to results/<run>/soak.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import accel, capabilities, config, klog, results
+from .boot import boot_guest, guest_qemu_args
+from .guest import Guest
+from .machine import QemuMachine
+from .topology import Topology, create_image, drive_option, image_sha256, namespace_props
+from .wait import wait_until
+
+WARMUP = 10             # cycles before the resource baseline is taken
+RSS_BOUND_MIB = 16.0    # RSS growth allowed from the end of warm-up to the last cycle
+BLOCK_OFFSET = 256      # 1 MiB into the namespace: away from the label in block 0
+RECOVERY_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Sample:
+    sequence: str
+    cycle: int
+    seconds: float
+    rss_kib: int
+    fds: int
+
+
+class SoakFailure(AssertionError):
+    pass
+
+
+def qemu_resources(pid: int) -> tuple[int, int]:
+    """(VmRSS in KiB, open file descriptors) of a running process."""
+    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if line.startswith("VmRSS:"))
+    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def check_bounds(samples: list[Sample], warmup: int = WARMUP, rss_bound_mib: float = RSS_BOUND_MIB) -> list[str]:
+    """Per sequence: fds after warm-up never above the warm-up level; RSS growth within the bound."""
+    problems = []
+    for seq in sorted({s.sequence for s in samples}):
+        runs = [s for s in samples if s.sequence == seq]
+        if len(runs) <= warmup:
+            continue
+        base = runs[warmup - 1]
+        worst_fd = max(runs[warmup:], key=lambda s: s.fds)
+        if worst_fd.fds > base.fds:
+            problems.append(f"{seq}: open fds grew from {base.fds} (cycle {base.cycle}) to {worst_fd.fds} "
+                            f"(cycle {worst_fd.cycle})")
+        growth = (runs[-1].rss_kib - base.rss_kib) / 1024
+        if growth > rss_bound_mib:
+            problems.append(f"{seq}: RSS grew {growth:.1f} MiB from cycle {base.cycle} to {runs[-1].cycle} "
+                            f"(bound {rss_bound_mib:g} MiB)")
+    return problems
+
+
+def summary(samples: list[Sample], warmup: int = WARMUP) -> dict[str, dict[str, float]]:
+    out = {}
+    for seq in sorted({s.sequence for s in samples}):
+        runs = [s for s in samples if s.sequence == seq]
+        base = runs[min(warmup, len(runs)) - 1]
+        out[seq] = {"cycles": len(runs), "cycle_median_s": statistics.median(s.seconds for s in runs),
+                    "cycle_max_s": max(s.seconds for s in runs),
+                    "rss_first_mib": runs[0].rss_kib / 1024, "rss_baseline_mib": base.rss_kib / 1024,
+                    "rss_last_mib": runs[-1].rss_kib / 1024, "rss_growth_after_warmup_mib": (runs[-1].rss_kib - base.rss_kib) / 1024,
+                    "fds_first": runs[0].fds, "fds_baseline": base.fds, "fds_max_after_warmup": max(s.fds for s in runs[warmup:]) if len(runs) > warmup else base.fds,
+                    "fds_last": runs[-1].fds}
+    return out
+
+
+class Soak:
+    """One guest, three controllers; both sequences act on controller 2."""
+
+    def __init__(self, vm: QemuMachine, guest: Guest, topo: Topology, workdir: Path) -> None:
+        self.vm, self.guest, self.topo, self.workdir = vm, guest, topo, workdir
+        self.c = topo.controller(2)
+        self.ns = self.c.namespaces[0]
+        self.names = guest.nvme_names()
+        self.ctrl_name = self.names[self.c.pci_address][0]
+        self.image = self.ns.image   # the file currently behind ns2
+        self.lost_blocks = 0
+
+    def disk(self) -> str:
+        info = self.guest.namespace(self.ctrl_name, self.ns.nsid)
+        if info is None:
+            raise SoakFailure(f"NSID {self.ns.nsid} is not under {self.ctrl_name}")
+        return info.block
+
+    def check_after(self, cycle: str) -> None:
+        names = self.guest.nvme_names()
+        if names != self.names:
+            raise SoakFailure(f"{cycle}: guest names changed: {self.names} -> {names}")
+        trouble = klog.trouble(self.guest.klog())
+        if trouble:
+            raise SoakFailure(f"{cycle}: guest kernel log reports trouble:\n{trouble[0]}")
+
+    def namespace_cycle(self, i: int) -> None:
+        disk = self.disk()
+        digest = self.guest.write_random(disk, BLOCK_OFFSET, 1)
+        self.vm.device_del(self.ns.dev_id)
+        wait_until(lambda: self.guest.namespace(self.ctrl_name, self.ns.nsid) is None, 20,
+                   f"NSID {self.ns.nsid} to leave {self.ctrl_name}")
+        self.vm.drive_del(self.ns.drive_id)
+        if image_sha256(self.image, BLOCK_OFFSET, 1) != digest:
+            self.lost_blocks += 1
+            raise SoakFailure(f"namespace cycle {i}: the fsync'd block is not in {self.image.name}")
+        label = f"nvme-hotswap soak {i} {secrets.token_hex(4)}\n".encode()
+        new = self.workdir / f"ns-{i % 2}.img"
+        create_image(new, 64 << 20, label)
+        self.vm.drive_add(drive_option(self.ns.drive_id, new))
+        self.vm.qmp("device_add", **namespace_props(self.ns.dev_id, self.ns.drive_id, self.c.dev_id, self.ns.nsid))
+        wait_until(lambda: self.guest.namespace(self.ctrl_name, self.ns.nsid), 20,
+                   f"NSID {self.ns.nsid} to return under {self.ctrl_name}")
+        head = self.guest.read_head(self.disk(), len(label))
+        if head != label:
+            raise SoakFailure(f"namespace cycle {i}: the guest reads {head!r}, not the new file's label {label!r}")
+        self.image = new
+        self.check_after(f"namespace cycle {i}")
+
+    def reconnect_cycle(self, i: int) -> None:
+        disk = self.disk()
+        digest = self.guest.write_random(disk, BLOCK_OFFSET, 1)
+        mark = self.guest.klog_mark()
+        self.vm.drive_del(self.ns.drive_id)
+        self.vm.drive_insert(self.ns.dev_id, self.image)
+        self.vm.aer_inject(self.c.port_id, "SDN")
+        ok = klog.pattern(klog.RECOVERY_OK, port=self.c.port_pci_address)
+        wait_until(lambda: any(ok.search(l.text) for l in self.guest.klog_since(mark)), RECOVERY_TIMEOUT_S,
+                   f"reconnect cycle {i}: 'device recovery successful' on {self.c.port_pci_address}")
+        if self.guest.read_sha256(self.disk(), BLOCK_OFFSET, 1) != digest:
+            self.lost_blocks += 1
+            raise SoakFailure(f"reconnect cycle {i}: the fsync'd block did not survive the pull")
+        self.check_after(f"reconnect cycle {i}")
+
+
+def main() -> int:
+    cycles = int(os.environ.get("SOAK_CYCLES", "100"))
+    run = results.run_dir()
+    workdir = run / "soak"
+    caps = capabilities.probe(config.qemu_binary(), workdir / "capability-probe")
+    for need in ("nvme_ns_hotplug", "drive_insert"):
+        reason = caps.missing(need)
+        if reason:
+            print(f"soak: cannot run: {reason}", file=sys.stderr)
+            return 2
+    choice = accel.choose()
+    topo = Topology.create(workdir / "disks", controllers=3)
+    vm, guest, boot_s = boot_guest(guest_qemu_args(choice, topo), workdir)
+    samples: list[Sample] = []
+    failure = None
+    soak = None
+    start = time.monotonic()
+    try:
+        soak = Soak(vm, guest, topo, workdir / "disks")
+        print(f"soak: {cycles} cycles of each sequence on {soak.ctrl_name} ({topo.controller(2).pci_address}), "
+              f"QEMU pid {vm.pid}, accel {choice.accel}; guest up in {boot_s:.1f} s", flush=True)
+        for seq, step in (("namespace", soak.namespace_cycle), ("reconnect", soak.reconnect_cycle)):
+            for i in range(1, cycles + 1):
+                t0 = time.monotonic()
+                step(i)
+                rss, fds = qemu_resources(vm.pid)
+                samples.append(Sample(seq, i, time.monotonic() - t0, rss, fds))
+                if i % 10 == 0 or i == cycles:
+                    print(f"soak: {seq} {i}/{cycles}: RSS {rss / 1024:.1f} MiB, {fds} fds", flush=True)
+    except Exception as exc:  # any failure ends the soak, with its cycle named
+        failure = f"{type(exc).__name__}: {exc}"
+    finally:
+        guest.close()
+        vm.shutdown()
+    problems = ([failure] if failure else []) + check_bounds(samples)
+    figures = {"cycles_per_sequence": cycles, "cycles_done": len(samples), "seconds": time.monotonic() - start,
+               "lost_blocks": soak.lost_blocks if soak else None, "warmup": WARMUP, "rss_bound_mib": RSS_BOUND_MIB,
+               "sequences": summary(samples) if samples else {}, "problems": problems,
+               "samples": [asdict(s) for s in samples]}
+    (run / "soak.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\n{'sequence':10} {'cycles':>6} {'median s':>8} {'max s':>6} {'RSS MiB first/base/last':>24} {'fds first/base/max/last':>24}")
+    for seq, f in figures["sequences"].items():
+        print(f"{seq:10} {f['cycles']:6d} {f['cycle_median_s']:8.2f} {f['cycle_max_s']:6.2f} "
+              f"{f['rss_first_mib']:8.1f}/{f['rss_baseline_mib']:.1f}/{f['rss_last_mib']:.1f} "
+              f"{f['fds_first']:10d}/{f['fds_baseline']}/{f['fds_max_after_warmup']}/{f['fds_last']}")
+    print(f"lost blocks: {figures['lost_blocks']}; bounds: fds no growth after {WARMUP} cycles, RSS +{RSS_BOUND_MIB:g} MiB")
+    print(f"written: {run / 'soak.json'}")
+    if problems:
+        print("SOAK FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
+    print(f"soak passed: {len(samples)} cycles in {figures['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""The fuzz generator and the soak's bounds, without QEMU."""
+import unittest
+
+from nvme_hotswap import fuzz, soak
+
+
+class Generator(unittest.TestCase):
+    def test_same_seed_same_sequence_other_seed_other_sequence(self) -> None:
+        a = fuzz.generate(fuzz.sequence_seed(42, 0), 30)
+        self.assertEqual(a, fuzz.generate(fuzz.sequence_seed(42, 0), 30))
+        self.assertNotEqual(a, fuzz.generate(fuzz.sequence_seed(42, 1), 30))
+        self.assertNotEqual(a, fuzz.generate(fuzz.sequence_seed(43, 0), 30))
+
+    def test_every_kind_every_error_and_every_port_appear(self) -> None:
+        ops = [op for i in range(40) for op in fuzz.generate(fuzz.sequence_seed(7, i), 30)]
+        self.assertEqual({op.kind for op in ops}, set(fuzz.KINDS))
+        aer = [op for op in ops if op.kind == "aer"]
+        self.assertEqual({op.args[2] for op in aer} - {"NO_SUCH_ERROR"}, set(fuzz.AER_ERRORS))
+        self.assertTrue(set(fuzz.PORTS) <= {op.args[1] for op in aer})
+        self.assertIn("-a ", {op.args[0] for op in aer})
+
+    def test_monitor_lines_are_what_a_person_types(self) -> None:
+        self.assertEqual(fuzz.Op("aer", ("-a ", "rp2", "SDN")).monitor_line(), "pcie_aer_inject_error -a rp2 SDN")
+        self.assertEqual(fuzz.Op("device_add", ("ns2", "drv2", "nvme2", "1")).monitor_line(),
+                         "device_add nvme-ns,id=ns2,drive=drv2,bus=nvme2,nsid=1")
+        self.assertEqual(fuzz.Op("drive_insert", ("ns2", "f0")).monitor_line(), "drive_insert ns2 f0")
+
+
+def samples(seq: str, rss_mib: list[float], fds: list[int]) -> list[soak.Sample]:
+    return [soak.Sample(seq, i + 1, 1.0, int(r * 1024), f) for i, (r, f) in enumerate(zip(rss_mib, fds))]
+
+
+class Bounds(unittest.TestCase):
+    def test_flat_after_warmup_passes(self) -> None:
+        s = samples("reconnect", [290 + i * 0.5 for i in range(10)] + [295.0] * 90, [20] * 5 + [22] * 95)
+        self.assertEqual(soak.check_bounds(s), [])
+
+    def test_fd_leak_is_named_with_its_cycle(self) -> None:
+        s = samples("namespace", [300.0] * 30, [22] * 10 + [22 + i for i in range(20)])
+        (problem,) = soak.check_bounds(s)
+        self.assertIn("open fds grew from 22 (cycle 10) to 41 (cycle 30)", problem)
+
+    def test_rss_growth_past_the_bound_fails(self) -> None:
+        s = samples("reconnect", [300.0] * 10 + [300 + i for i in range(1, 31)], [22] * 40)
+        (problem,) = soak.check_bounds(s, rss_bound_mib=16)
+        self.assertIn("RSS grew 30.0 MiB", problem)
+
+
+if __name__ == "__main__":
+    unittest.main()
