@@ -23,6 +23,7 @@ import json
 import os
 import shlex
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -113,11 +114,31 @@ def flat(line: dict) -> dict[str, dict[str, object]]:
     return {f"{cell}/{name}": t for cell, data in line.get("cells", {}).items() for name, t in data["tests"].items()}
 
 
+MIN_TESTS_FOR_LOAD = 5   # a cell's overall speed is judged from at least this many tests
+
+
+def cell_load(before: dict[str, dict], now: dict[str, dict], cell: str) -> float:
+    """How much slower the cell ran as a whole: the median duration ratio of its tests that passed
+    both times (at least 1.0; 1.0 with fewer than MIN_TESTS_FOR_LOAD such tests). A loaded or
+    slower machine stretches every test alike; one test's regression stands out against it."""
+    ratios = [float(t["seconds"]) / float(before[n]["seconds"]) for n, t in now.items()
+              if n.startswith(cell + "/") and t["outcome"] == "passed" and before.get(n, {}).get("outcome") == "passed"
+              and float(before[n]["seconds"]) > 0]
+    return max(1.0, statistics.median(ratios)) if len(ratios) >= MIN_TESTS_FOR_LOAD else 1.0
+
+
 def compare(prev: dict, cur: dict, ratio: float = 1.5, min_extra: float = 5.0) -> dict[str, list[str]]:
     """New failures (did not fail before, or absent; fails now), fixed tests (failed, now pass),
-    and slower tests (passed both times, now >= ratio x and >= min_extra s longer)."""
+    and slower tests (passed both times, now >= ratio x and >= min_extra s longer than the old
+    duration scaled by the cell's overall slowdown, see cell_load). A cell slower as a whole is
+    noted under "cell_load" but not counted: shared runners' load would otherwise fail nights."""
     before, now = flat(prev), flat(cur)
-    out: dict[str, list[str]] = {"new_failures": [], "fixed": [], "slower": [], "still_failing": []}
+    out: dict[str, list[str]] = {"new_failures": [], "fixed": [], "slower": [], "still_failing": [], "cell_load": []}
+    loads = {cell: cell_load(before, now, cell) for cell in cur.get("cells", {})}
+    for cell, load in sorted(loads.items()):
+        if load >= 1.2:
+            out["cell_load"].append(f"{cell} ran {load:.1f}x slower as a whole (median of its tests); "
+                                    "its tests are judged against that")
     for name, t in sorted(now.items()):
         old = before.get(name)
         if t["outcome"] in FAILED:
@@ -125,9 +146,9 @@ def compare(prev: dict, cur: dict, ratio: float = 1.5, min_extra: float = 5.0) -
         elif t["outcome"] == "passed" and old and old["outcome"] in FAILED:
             out["fixed"].append(name)
         elif t["outcome"] == "passed" and old and old["outcome"] == "passed":
-            s, o = float(t["seconds"]), float(old["seconds"])
+            s, o = float(t["seconds"]), float(old["seconds"]) * loads.get(name.split("/", 1)[0], 1.0)
             if s >= o * ratio and s - o >= min_extra:
-                out["slower"].append(f"{name} ({o:g} s -> {s:g} s)")
+                out["slower"].append(f"{name} ({float(old['seconds']):g} s -> {s:g} s)")
     return out
 
 
@@ -149,7 +170,7 @@ def report(prev: dict | None, cur: dict, diff: dict[str, list[str]] | None) -> t
         return "\n".join(lines) + "\n", bool(failing)
     lines.append(f"Compared with {prev['time']}:")
     for key, title in [("new_failures", "new failure"), ("slower", "slower"), ("fixed", "fixed"),
-                       ("still_failing", "still failing")]:
+                       ("still_failing", "still failing"), ("cell_load", "note")]:
         lines += [f"- {title}: {n}" for n in diff[key]]
     regression = bool(diff["new_failures"] or diff["slower"])
     lines += ["", f"REGRESSION: {len(diff['new_failures'])} new failures, {len(diff['slower'])} slower"

@@ -25,7 +25,8 @@ BEFORE = line("t1", bookworm={"A.test_pass": ("passed", 5.0), "A.test_fail": ("f
 class Compare(unittest.TestCase):
     def test_same_results_no_regression(self) -> None:
         diff = nightly.compare(BEFORE, BEFORE)
-        self.assertEqual(diff, {"new_failures": [], "fixed": [], "slower": [], "still_failing": ["bookworm/A.test_fail"]})
+        self.assertEqual(diff, {"new_failures": [], "fixed": [], "slower": [], "still_failing": ["bookworm/A.test_fail"],
+                                "cell_load": []})
         text, regression = nightly.report(BEFORE, BEFORE, diff)
         self.assertFalse(regression)
         self.assertIn("no regression", text)
@@ -58,6 +59,19 @@ class Compare(unittest.TestCase):
                          ["bookworm/A.test_long (20 s -> 28 s)", "bookworm/A.test_pass (5 s -> 10.5 s)"])
         self.assertTrue(nightly.report(BEFORE, line("t3", bookworm={"A.test_pass": ("passed", 10.5)}),
                                        nightly.compare(BEFORE, line("t3", bookworm={"A.test_pass": ("passed", 10.5)})))[1])
+
+    def test_a_cell_slower_as_a_whole_is_noted_and_its_outlier_still_caught(self) -> None:
+        """A loaded machine doubles every test: no regression; one test 4x slower still is one."""
+        old = {f"A.t{i}": ("passed", 10.0) for i in range(8)}
+        doubled = {n: ("passed", 20.0) for n in old}
+        diff = nightly.compare(line("t1", aarch64=old), line("t2", aarch64=doubled))
+        self.assertEqual(diff["slower"], [])
+        self.assertEqual(len(diff["cell_load"]), 1)
+        self.assertIn("aarch64 ran 2.0x slower as a whole", diff["cell_load"][0])
+        self.assertFalse(nightly.report(line("t1", aarch64=old), line("t2", aarch64=doubled), diff)[1])
+        outlier = dict(doubled, **{"A.t0": ("passed", 40.0)})
+        self.assertEqual(nightly.compare(line("t1", aarch64=old), line("t2", aarch64=outlier))["slower"],
+                         ["aarch64/A.t0 (10 s -> 40 s)"])
 
     def test_first_run_exits_by_its_own_results(self) -> None:
         text, regression = nightly.report(None, BEFORE, None)
