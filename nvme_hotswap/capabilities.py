@@ -81,3 +81,10 @@ def probe(qemu: Path, artifacts: Path) -> Capabilities:
 @functools.cache
 def of_qemu_under_test(artifacts: Path) -> Capabilities:
     return probe(config.qemu_binary(), artifacts)
+
+
+def first_missing(qemu: Path, artifacts: Path, needs: tuple[str, ...]) -> str | None:
+    """Probe `qemu`; why it cannot serve `needs` (the first capability it lacks), or None.
+    For the tools outside the test suite (soak, fuzz) that need the series as a whole."""
+    caps = probe(qemu, artifacts)
+    return next((reason for reason in map(caps.missing, needs) if reason), None)

@@ -207,12 +207,10 @@ def main() -> int:
     only = os.environ.get("FUZZ_ONLY")
     indexes = [int(only)] if only else list(range(sequences))
     run = results.run_dir()
-    caps = capabilities.probe(config.qemu_binary(), run / "fuzz" / "capability-probe")
-    for need in ("nvme_ns_hotplug", "drive_insert"):
-        reason = caps.missing(need)
-        if reason:
-            print(f"fuzz: cannot run: {reason}", file=sys.stderr)
-            return 2
+    reason = capabilities.first_missing(config.qemu_binary(), run / "fuzz" / "capability-probe", ("nvme_ns_hotplug", "drive_insert"))
+    if reason:
+        print(f"fuzz: cannot run: {reason}", file=sys.stderr)
+        return 2
     choice = accel.choose()
     print(f"fuzz: seed {seed}, {len(indexes)} sequences of {length} commands, accel {choice.accel} "
           f"(rerun: FUZZ_SEED={seed} make fuzz)", flush=True)

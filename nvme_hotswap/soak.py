@@ -163,12 +163,10 @@ def main() -> int:
     cycles = int(os.environ.get("SOAK_CYCLES", "100"))
     run = results.run_dir()
     workdir = run / "soak"
-    caps = capabilities.probe(config.qemu_binary(), workdir / "capability-probe")
-    for need in ("nvme_ns_hotplug", "drive_insert"):
-        reason = caps.missing(need)
-        if reason:
-            print(f"soak: cannot run: {reason}", file=sys.stderr)
-            return 2
+    reason = capabilities.first_missing(config.qemu_binary(), workdir / "capability-probe", ("nvme_ns_hotplug", "drive_insert"))
+    if reason:
+        print(f"soak: cannot run: {reason}", file=sys.stderr)
+        return 2
     choice = accel.choose()
     topo = Topology.create(workdir / "disks", controllers=3)
     vm, guest, boot_s = boot_guest(guest_qemu_args(choice, topo), workdir)
