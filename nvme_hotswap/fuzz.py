@@ -170,7 +170,9 @@ def run_sequence(ops: list[Op], folder: Path, choice: accel.AccelChoice) -> Outc
             try:
                 vm.qmp("query-status")
                 guest.check("echo alive", timeout=60)
-                lines = guestfacts.parse_dmesg(guest.check("dmesg", timeout=60))
+                dmesg = guest.check("dmesg", timeout=60)
+                (folder / "guest-dmesg.log").write_text(dmesg)
+                lines = guestfacts.parse_dmesg(dmesg)
             except Exception as exc:
                 out.failure, out.failed_at = f"after the sequence: no answer from QEMU or the guest: {exc!r}", len(ops) - 1
             else:
