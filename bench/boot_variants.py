@@ -6,7 +6,7 @@ plus the guest's own uptime when /init printed its "sshd ready" line. A variant 
 NAME=GUEST_KERNEL[/GUEST_COMPRESS][+kernel args][@firmware file], e.g.
 
     .venv/bin/python bench/boot_variants.py generic=bookworm cloud=bookworm-cloud \\
-        'cloud-norodata=bookworm-cloud+rodata=off' cloud-qboot=bookworm-cloud@qboot.rom
+        'cloud-norodata=bookworm-cloud+rodata=off' cloud-seabios=bookworm-cloud@bios-256k.bin
 
 QEMU comes from $QEMU (else the cached build); each variant's guest from images/build-guest.sh.
 """
@@ -55,7 +55,11 @@ def main(argv: list[str]) -> int:
             config.guest_dir.cache_clear()
             artifacts = run / "boot-variants" / f"{name}-{i}"
             topo = Topology.create(artifacts / "disks", controllers=3)
-            vm, g, s = boot_guest(guest_qemu_args(choice, topo, extra_kernel_args=kargs) + qemu_extra, artifacts)
+            args = guest_qemu_args(choice, topo, extra_kernel_args=kargs)
+            if qemu_extra:   # the variant's firmware replaces the default one
+                i = args.index("-bios") if "-bios" in args else None
+                args = (args[:i] + args[i + 2:] if i is not None else args) + qemu_extra
+            vm, g, s = boot_guest(args, artifacts)
             try:
                 g.check("true")
                 m = UPTIME.search(vm.console_text())

@@ -52,8 +52,9 @@ def junit_tests(path: Path) -> dict[str, dict[str, object]]:
 
 def qemu_source(env: dict[str, str]) -> str:
     """Which QEMU this nightly tests, as the variables that chose it."""
-    if env.get("QEMU"):
-        return f"QEMU={env['QEMU']} (given binary)"
+    given = [f"{k}={env[k]}" for k in ("QEMU", "QEMU_X86_64", "QEMU_AARCH64") if env.get(k)]
+    if given:
+        return f"{', '.join(given)} (given binaries)"
     parts = [f"QEMU_SRC={env['QEMU_SRC']}" if env.get("QEMU_SRC") else
              f"QEMU_DEB_VERSION={env['QEMU_DEB_VERSION']}" if env.get("QEMU_DEB_VERSION") else "pinned Debian version"]
     parts += [f"{k}={env[k]}" for k in ("PATCHES", "MUTANT") if env.get(k)]
