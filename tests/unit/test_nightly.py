@@ -106,7 +106,7 @@ class History(unittest.TestCase):
         self.assertEqual(nightly.qemu_source({"QEMU_DEB_VERSION": "1:10.1+ds-1"}), "QEMU_DEB_VERSION=1:10.1+ds-1")
         self.assertEqual(nightly.qemu_source({"QEMU_SRC": "/q", "QEMU_DEB_VERSION": "x", "MUTANT": "m"}),
                          "QEMU_SRC=/q, MUTANT=m")
-        self.assertIn("given binary", nightly.qemu_source({"QEMU": "/bin/q"}))
+        self.assertIn("given binaries", nightly.qemu_source({"QEMU": "/bin/q"}))
 
 
 if __name__ == "__main__":
