@@ -13,8 +13,8 @@ Figures (seconds):
                         successful O_DIRECT read of nvme2n1 in the guest (median of BENCH_SWAPS, 5)
   ns_hotadd_visible_s   device_add nvme-ns (NSID 2 on nvme2) to its block device existing in the
                         guest (median of BENCH_SWAPS); both need the series and are skipped without it
-  suite_warm_s          the whole acceptance suite (pytest tests/acceptance) with warm caches, as
-                        `make check-acceptance` runs it (BENCH_SUITE=0 skips it)
+  suite_warm_s          the whole acceptance suite with warm caches, as `make check-acceptance` runs
+                        it (pytest -n <CPUs, at most 4>; BENCH_SUITE=0 skips it)
   rebuild_incremental_s scripts/build-qemu.sh after editing one patch (a comment in patch 0001's
                         hw/nvme code, so one C file changes): new cache key, fresh tree, ccache
                         (BENCH_REBUILD=0 skips it; the scratch build is removed afterwards)
@@ -146,7 +146,9 @@ def suite_seconds(folder: Path) -> tuple[float, str]:
                RESULTS_DIR=str(folder))
     env.pop(results.RUN_DIR_ENV, None)
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/acceptance"], cwd=ROOT, env=env,
+    jobs = min(os.cpu_count() or 1, 4)   # as the Makefile's JOBS default
+    xdist = ["-n", str(jobs)] if jobs > 1 else []
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", *xdist, "tests/acceptance"], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seconds = time.monotonic() - start
     (folder / "suite.log").write_text(proc.stdout)
