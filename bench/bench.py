@@ -24,7 +24,8 @@ Figures (seconds):
   cloud_vs_fast_boot_ratio  median boot to SSH of the cloud-style guest (GUEST=cloud, BENCH_CLOUD_BOOTS,
                         default 5) over the fast guest's median (BENCH_CLOUD=0 skips it)
 Each figure with repeats is reported as median, min and max. Targets (issue 6) are printed beside
-the figures. Speed targets live here, never in timed tests.
+the figures. Speed targets live here, never in timed tests. `bench.py results/<run>/bench.json` prints the
+table of an earlier run again.
 """
 from __future__ import annotations
 
@@ -274,7 +275,7 @@ def print_table(figures: dict[str, object]) -> None:
         v = figures.get(key)
         if isinstance(v, dict) and "min" in v:
             return f"min {fmt(v['min'])} max {fmt(v['max'])} over {v['runs']}"
-        runs = figures.get(key.replace("_s", "_all_s"))
+        runs = figures.get(key[:-2] + "_all_s") if key.endswith("_s") else None
         return f"min {fmt(min(runs))} max {fmt(max(runs))} over {len(runs)}" if runs else ""
 
     print(f"{'figure':28} {'value':>9}  {'target':>8}  {'met':4} spread / note")
@@ -299,4 +300,7 @@ def print_table(figures: dict[str, object]) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 2:   # bench.py results/<run>/bench.json: print the table of an earlier run
+        print_table(json.loads(Path(sys.argv[1]).read_text()))
+        sys.exit(0)
     sys.exit(main())
