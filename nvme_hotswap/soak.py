@@ -181,7 +181,12 @@ def main() -> int:
         for seq, step in (("namespace", soak.namespace_cycle), ("reconnect", soak.reconnect_cycle)):
             for i in range(1, cycles + 1):
                 t0 = time.monotonic()
-                step(i)
+                try:
+                    step(i)
+                except SoakFailure:
+                    raise
+                except Exception as exc:  # name the cycle whatever broke in it
+                    raise SoakFailure(f"{seq} cycle {i}: {type(exc).__name__}: {exc}") from exc
                 rss, fds = qemu_resources(vm.pid)
                 samples.append(Sample(seq, i, time.monotonic() - t0, rss, fds))
                 if i % 10 == 0 or i == cycles:
