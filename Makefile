@@ -76,17 +76,17 @@ check-series: venv
 check-acceptance: venv
 	@set -o pipefail; qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && \
 	echo "QEMU under test: $$qemu" && echo "guest: $$guest" && \
-	run=$$($(PY) -m nvme_hotswap.results) && export NVME_HOTSWAP_RUN_DIR="$$run" && \
+	run=$$($(PY) -m nvme_hotswap.report.results) && export NVME_HOTSWAP_RUN_DIR="$$run" && \
 	rc=0; QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m pytest $(XDIST) tests/acceptance $(PYTEST_ARGS) || rc=$$?; \
-	$(PY) -m nvme_hotswap.evidence "$$run" || { [ $$rc -ne 0 ] || rc=1; }; exit $$rc
+	$(PY) -m nvme_hotswap.report.evidence "$$run" || { [ $$rc -ne 0 ] || rc=1; }; exit $$rc
 
 evidence: venv
-	$(PY) -m nvme_hotswap.evidence
+	$(PY) -m nvme_hotswap.report.evidence
 
 # Builds each patches/mutants/<name>.diff on top of the series (cached) and runs the series
 # scenarios against it; fails unless every mutant is caught (README.md, "Mutation check").
 check-mutants: venv
-	$(PY) -m nvme_hotswap.mutation
+	$(PY) -m nvme_hotswap.programs.mutation
 
 check: check-unit check-series check-acceptance check-mutants
 
@@ -100,17 +100,17 @@ check-aarch64:
 
 # The guest matrix (NIGHTLY_CELLS), one history line per run, exit 1 on a regression (README.md, "Nightly").
 nightly: venv
-	$(PY) -m nvme_hotswap.nightly
+	$(PY) -m nvme_hotswap.programs.nightly
 
 # Reliability (README.md, "Soak and fuzz"): long runs on the patched QEMU, not part of `make check`.
 soak: venv
-	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.soak
+	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.soak
 
 fuzz: venv
-	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.fuzz
+	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.fuzz
 
 bench: venv
-	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) bench/bench.py
+	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.bench
 
 clean:
 	rm -rf $(VENV) results *.egg-info

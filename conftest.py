@@ -14,16 +14,14 @@ import signal
 import pytest
 from avocado.core.exceptions import TestCancel
 
-from nvme_hotswap import machine, results, tags, tap
-
-
-def _terminate(signum, frame):  # noqa: ANN001 - signal handler signature
-    raise KeyboardInterrupt(f"signal {signum}")
+from nvme_hotswap import tags
+from nvme_hotswap.report import results, tap
+from nvme_hotswap.programs.proc import sigterm_as_interrupt
+from nvme_hotswap.vm import machine
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
+    sigterm_as_interrupt(signal.SIGHUP)
     if getattr(config, "workerinput", None) is None and not config.option.collectonly:
         run = results.run_dir()
         if not config.option.xmlpath:

@@ -1,27 +1,134 @@
-"""Where the QEMU binary, the guest image and the results come from.
+"""The run's configuration: one frozen value, read from the environment once and passed down.
 
-One place resolves them, so `make`, `pytest` and `avocado run` all test the same things:
-an environment variable wins (QEMU, GUEST_DIR, RESULTS_DIR, ACCEL); otherwise the project's
-build scripts are asked, and they answer at once from the cache when nothing changed.
+Only `RunConfig.from_env` reads the variables (QEMU, GUEST_DIR, GUEST_ARCH, ACCEL, ...), so `make`,
+`pytest` and `avocado run` test the same things, and a wrong value stops the run before anything
+boots. Programs that compare variants (bench, boot variants) build several configurations with
+`dataclasses.replace`; nothing edits `os.environ` to switch. What has to be built (our QEMU, the
+guest) is asked of the build scripts on first use, with this configuration's environment; they
+answer at once from the cache when nothing changed.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
-from . import arch
+from .vm import arch
+from .vm.arch import Arch
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FIRMWARE = "/usr/share/seabios:/usr/share/qemu:/usr/lib/ipxe/qemu"
+ACCELS = ("auto", "kvm", "tcg")
+FLAVOURS = ("fast", "cloud")
 
 
 class ConfigError(RuntimeError):
     """The suite cannot find or build something it needs; the message says what to do."""
 
 
-def _last_line_of(script: Path, what: str) -> Path:
-    proc = subprocess.run(["bash", str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """What a run tests on: the QEMU, the guest, the accelerator request, where results go.
+
+    `qemu`, `guest_dir_given` and `cloud_dir_given` are what the user gave (None: build it);
+    `qemu_binary`, `guest_dir` and `cloud_dir` are the resolved paths.
+    """
+
+    arch: Arch
+    flavour: str                     # fast (initramfs guest) or cloud (rootfs disk, cloud-init)
+    accel: str                       # auto, kvm or tcg, as requested
+    qemu: Path | None
+    guest_dir_given: Path | None
+    guest_kernel: str | None         # GUEST_KERNEL for images/build-guest.sh (None: its default)
+    cloud_dir_given: Path | None
+    image: Path | None               # IMAGE: the user's own cloud image, booted by its bootloader
+    cloud_user: str
+    firmware: tuple[Path, ...]
+    results_root: Path
+    cache_root: Path
+    env: tuple[tuple[str, str], ...] = dataclasses.field(repr=False)  # for build scripts and children
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RunConfig:
+        """Read and check every variable the harness knows; raise ConfigError naming a bad one."""
+        env = dict(os.environ if environ is None else environ)
+        name = env.get("GUEST_ARCH") or "x86_64"
+        if name not in arch.ARCHES:
+            raise ConfigError(f"GUEST_ARCH={name!r}: use one of {', '.join(arch.ARCHES)}")
+        platform = arch.ARCHES[name]
+        flavour = env.get("GUEST") or ("cloud" if env.get("IMAGE") else "fast")
+        if flavour not in FLAVOURS:
+            raise ConfigError(f"GUEST={flavour!r}: use fast or cloud")
+        if flavour == "cloud" and platform.name != "x86_64":
+            raise ConfigError(f"GUEST=cloud is built for x86_64 only; unset GUEST or GUEST_ARCH={platform.name}")
+        accel = env.get("ACCEL") or "auto"
+        if accel not in ACCELS:
+            raise ConfigError(f"ACCEL={accel!r}: use auto, kvm or tcg")
+        image = Path(env["IMAGE"]) if env.get("IMAGE") else None
+        if image is not None and not image.is_file():
+            raise ConfigError(f"IMAGE={image} is not a file; point IMAGE at a Debian or Ubuntu cloud image "
+                              "(qcow2 or raw)")
+        cache = (Path(env["NVME_HOTSWAP_CACHE"]) if env.get("NVME_HOTSWAP_CACHE") else
+                 Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nvme-hotswap")
+        return cls(
+            arch=platform, flavour=flavour, accel=accel,
+            qemu=_path(env.get("QEMU")), guest_dir_given=_path(env.get("GUEST_DIR")),
+            guest_kernel=env.get("GUEST_KERNEL") or None, cloud_dir_given=_path(env.get("CLOUD_DIR")),
+            image=image.resolve() if image else None, cloud_user=env.get("CLOUD_USER") or "root",
+            firmware=tuple(Path(p) for p in (env.get("QEMU_FIRMWARE") or DEFAULT_FIRMWARE).split(":") if p),
+            results_root=Path(env.get("RESULTS_DIR") or ROOT / "results"), cache_root=cache,
+            env=tuple(sorted(env.items())))
+
+    # --- what is built on first use ---------------------------------------------------------
+    def build_env(self) -> dict[str, str]:
+        """The environment of a build script or child run under this configuration."""
+        env = dict(self.env)
+        env["GUEST_ARCH"] = self.arch.name
+        env["GUEST"] = self.flavour
+        if self.guest_kernel:
+            env["GUEST_KERNEL"] = self.guest_kernel
+        return env
+
+    @functools.cached_property
+    def qemu_binary(self) -> Path:
+        """The qemu-system-<arch> under test: QEMU=, else our patched build (built on first use)."""
+        path = self.qemu or _last_line_of(ROOT / "scripts" / "build-qemu.sh", "a QEMU binary", self.build_env())
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise ConfigError(f"QEMU={path} is not an executable file; point QEMU at a {self.arch.qemu_binary_name}")
+        return path.resolve()
+
+    @functools.cached_property
+    def guest_dir(self) -> Path:
+        """The built fast guest (kernel, initramfs.img): GUEST_DIR=, else images/build-guest.sh."""
+        return _built_dir(self.guest_dir_given, "images/build-guest.sh", "guest",
+                          (self.arch.kernel_file, "initramfs.img"), "guest", self.build_env())
+
+    @functools.cached_property
+    def cloud_dir(self) -> Path:
+        """The built cloud-style guest (rootfs.img, vmlinuz, initrd.img): CLOUD_DIR=, else
+        images/build-cloud-image.sh."""
+        return _built_dir(self.cloud_dir_given, "images/build-cloud-image.sh", "cloud image",
+                          ("rootfs.img", "vmlinuz", "initrd.img"), "cloud-image", self.build_env())
+
+    def firmware_args(self) -> list[str]:
+        """`-L DIR` for each present firmware folder (Debian's SeaBIOS, qemu-system-data, ipxe-qemu:
+        the source build ships no blobs), for every QEMU command line the suite builds."""
+        present = [d for d in self.firmware if d.is_dir()]
+        if not present:
+            raise ConfigError("no firmware directory found (install Debian's seabios, qemu-system-data and "
+                              "ipxe-qemu: scripts/install-host-deps.sh)")
+        return [arg for d in present for arg in ("-L", str(d))]
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _last_line_of(script: Path, what: str, env: dict[str, str]) -> Path:
+    proc = subprocess.run(["bash", str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         raise ConfigError(f"{script.relative_to(ROOT)} failed to produce {what} (exit {proc.returncode}); "
@@ -29,30 +136,11 @@ def _last_line_of(script: Path, what: str) -> Path:
     return Path(lines[-1])
 
 
-def guest_arch() -> arch.Arch:
-    """GUEST_ARCH=x86_64|aarch64 (default x86_64): the guest's architecture and QEMU's target."""
-    try:
-        return arch.current()
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-@functools.cache
-def qemu_binary() -> Path:
-    """The qemu-system-<GUEST_ARCH> under test: $QEMU, else our patched build (built on first use;
-    build-qemu.sh reads GUEST_ARCH too)."""
-    env = os.environ.get("QEMU")
-    path = Path(env) if env else _last_line_of(ROOT / "scripts" / "build-qemu.sh", "a QEMU binary")
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        raise ConfigError(f"QEMU={path} is not an executable file; point QEMU at a {guest_arch().qemu_binary_name}")
-    return path.resolve()
-
-
-def _built_dir(env_var: str, script: str, what: str, required: tuple[str, ...], make_target: str) -> Path:
-    """$env_var, else the last line of `script` (it builds or finds the thing in the cache);
-    the folder must hold every file in `required`."""
-    env = os.environ.get(env_var)
-    path = Path(env) if env else _last_line_of(ROOT / script, what)
+def _built_dir(given: Path | None, script: str, what: str, required: tuple[str, ...], make_target: str,
+               env: dict[str, str]) -> Path:
+    """`given`, else the last line of `script` (it builds or finds the thing in the cache); the
+    folder must hold every file in `required`."""
+    path = given or _last_line_of(ROOT / script, what, env)
     for name in required:
         if not (path / name).is_file():
             raise ConfigError(f"{what} directory {path} lacks {name}; rebuild it with `make {make_target}`")
@@ -60,82 +148,6 @@ def _built_dir(env_var: str, script: str, what: str, required: tuple[str, ...], 
 
 
 @functools.cache
-def guest_dir() -> Path:
-    """The built guest (kernel, initramfs.img): $GUEST_DIR, else images/build-guest.sh (which reads
-    GUEST_ARCH and GUEST_KERNEL)."""
-    return _built_dir("GUEST_DIR", "images/build-guest.sh", "guest",
-                      (guest_arch().kernel_file, "initramfs.img"), "guest")
-
-
-def guest_flavour() -> str:
-    """GUEST=fast|cloud (default fast; IMAGE= implies cloud): which guest the suite boots.
-
-    fast: the busybox initramfs guest (images/build-guest.sh). cloud: a Debian rootfs disk booting
-    like a cloud image (systemd, udev, cloud-init with a NoCloud seed; images/build-cloud-image.sh),
-    or the user's own cloud image given as IMAGE=.
-    """
-    flavour = os.environ.get("GUEST") or ("cloud" if os.environ.get("IMAGE") else "fast")
-    if flavour not in ("fast", "cloud"):
-        raise ConfigError(f"GUEST={flavour!r}: use fast or cloud")
-    if flavour == "cloud" and guest_arch().name != "x86_64":
-        raise ConfigError(f"GUEST=cloud is built for x86_64 only; unset GUEST or GUEST_ARCH={guest_arch().name}")
-    return flavour
-
-
-@functools.cache
-def cloud_dir() -> Path:
-    """The built cloud-style guest (rootfs.img, vmlinuz, initrd.img): $CLOUD_DIR, else images/build-cloud-image.sh."""
-    return _built_dir("CLOUD_DIR", "images/build-cloud-image.sh", "cloud image",
-                      ("rootfs.img", "vmlinuz", "initrd.img"), "cloud-image")
-
-
-def cloud_image() -> Path | None:
-    """IMAGE=/path/to/a/cloud.qcow2: the user's own cloud image (booted by its bootloader), else None."""
-    env = os.environ.get("IMAGE")
-    if not env:
-        return None
-    if not Path(env).is_file():
-        raise ConfigError(f"IMAGE={env} is not a file; point IMAGE at a Debian or Ubuntu cloud image (qcow2 or raw)")
-    return Path(env).resolve()
-
-
-def cloud_user() -> str:
-    """CLOUD_USER: who the harness logs in as on the cloud guest (default root; `debian` or `ubuntu`
-    for those images' default users, with sudo for root commands)."""
-    return os.environ.get("CLOUD_USER") or "root"
-
-
-def firmware_dirs() -> list[Path]:
-    """Debian's SeaBIOS, qemu-system-data and ipxe-qemu files (the source build ships no blobs)."""
-    dirs = [Path(p) for p in os.environ.get("QEMU_FIRMWARE", "/usr/share/seabios:/usr/share/qemu:/usr/lib/ipxe/qemu").split(":")]
-    present = [d for d in dirs if d.is_dir()]
-    if not present:
-        raise ConfigError("no firmware directory found (install Debian's seabios, qemu-system-data and ipxe-qemu: "
-                          "scripts/install-host-deps.sh)")
-    return present
-
-
-def firmware_args() -> list[str]:
-    """`-L DIR` for each firmware directory, for every QEMU command line the suite builds."""
-    return [arg for d in firmware_dirs() for arg in ("-L", str(d))]
-
-
-def requested_accel() -> str:
-    """ACCEL=auto|kvm|tcg (default auto)."""
-    accel = os.environ.get("ACCEL", "auto")
-    if accel not in ("auto", "kvm", "tcg"):
-        raise ConfigError(f"ACCEL={accel!r}: use auto, kvm or tcg")
-    return accel
-
-
-def cache_root() -> Path:
-    """Where builds are cached, as scripts/lib.sh computes it: $NVME_HOTSWAP_CACHE, else
-    $XDG_CACHE_HOME/nvme-hotswap, else ~/.cache/nvme-hotswap."""
-    env = os.environ.get("NVME_HOTSWAP_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nvme-hotswap"
-
-
-def results_root() -> Path:
-    return Path(os.environ.get("RESULTS_DIR", ROOT / "results"))
+def current() -> RunConfig:
+    """This process's configuration, read from its environment once (the test session's)."""
+    return RunConfig.from_env()

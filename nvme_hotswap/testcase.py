@@ -1,34 +1,31 @@
 """HotswapTest: the base class of the acceptance tests (avocado.Test, runs under pytest too).
 
-It carries the mechanics so a test carries only its intent: cancel when the QEMU under test
-lacks a `needs:` capability, boot the topology on the probed accelerator, connect over SSH,
-and after every test save the guest kernel log and fail on kernel bug reports (blktests'
-habit) or on a QEMU that died. The VM is always ended by PID, whatever happened.
+It carries the test's lifecycle so a test carries only its intent: cancel when this run cannot
+serve the test (architecture, a `needs:` capability, the guest flavour), boot the topology on the
+probed accelerator through a Rig (the hot-swap layer: `self.rig`), and after every test save the
+guest kernel log and fail on kernel bug reports (blktests' habit) or on a QEMU that died. The VM
+is always ended by PID, whatever happened. The `assert_*` verbs are what tests conclude.
 """
 from __future__ import annotations
 
-import functools
-import importlib.metadata
 import json
 import logging
-import platform
 import shutil
 from pathlib import Path
 from typing import Any
 
 import avocado
 
-from . import accel, arch, capabilities, cloud, config, klog, results, tags
-from .boot import boot_guest, guest_qemu_args
-from .guest import Guest
-from .guestfacts import KernelLine, NamespaceInfo
-from .machine import QemuMachine
-from .topology import ControllerSpec, Topology, create_image, drive_option, label_of, namespace_props
-from .wait import wait_until
+from . import config, tags
+from .guest import klog
+from .guest.ssh import Guest
+from .hotswap.rig import Names, Rig
+from .report import environment, results
+from .vm import accel, arch, capabilities
+from .vm.machine import QemuMachine
+from .vm.topology import Topology
 
-
-
-RECOVERY_TIMEOUT_S = 30.0   # AER injection to "device recovery successful" (0.2-0.7 s seen here)
+LOGGERS = ("avocado.test", "nvme_hotswap")
 
 
 class HotswapTest(avocado.Test):
@@ -51,14 +48,33 @@ class HotswapTest(avocado.Test):
         # the artifacts go to this run's results folder, made in setUp: pytest also instantiates
         # test classes while collecting, which must not create folders.
         self._under_avocado_runner = base_logdir is not None
+        self._rig: Rig | None = None
+        self._log_handler: logging.Handler | None = None
         super().__init__(methodName, name=name, params=params, base_logdir=base_logdir,
                          config=config, tags=tags)
 
+    # --- what a test uses ------------------------------------------------------------------
+    @property
+    def rig(self) -> Rig:
+        """The booted guest on its topology, with the hot-swap verbs."""
+        if self._rig is None:
+            raise RuntimeError("no guest booted: the test is in set-up or was cancelled")
+        return self._rig
+
+    @property
+    def vm(self) -> QemuMachine:
+        return self.rig.vm
+
+    @property
+    def guest(self) -> Guest:
+        return self.rig.guest
+
+    @property
+    def topology(self) -> Topology:
+        return self.rig.topology
+
     # --- setup / teardown ------------------------------------------------------------------
     def setUp(self) -> None:
-        self.vm: QemuMachine | None = None
-        self.guest: Guest | None = None
-        self._log_handler: logging.Handler | None = None
         try:
             self._set_up()
         except BaseException:
@@ -68,48 +84,57 @@ class HotswapTest(avocado.Test):
             raise
 
     def _set_up(self) -> None:
+        self.cfg = config.current()
         self.artifacts = (Path(self.logdir) if self._under_avocado_runner else
                           results.test_dir(f"{type(self).__module__}.{type(self).__name__}.{self._testMethodName}"))
         self._log_handler = logging.FileHandler(self.artifacts / "test.log")
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        for name in ("avocado.test", "nvme_hotswap"):
+        for name in LOGGERS:
             logging.getLogger(name).addHandler(self._log_handler)
             logging.getLogger(name).setLevel(logging.DEBUG)
+        reason = self.cancel_reason()
+        if reason:
+            self.cancel(reason)
+        self.accel = accel.choose(self.cfg)
+        self.log.info("QEMU %s (%s); accelerator: %s", self.caps.version, self.caps.qemu, self.accel)
+        environment.record(self.cfg, self.caps, self.accel)
+        (self.artifacts / "accelerator.txt").write_text(f"{self.accel}\n")
+        topology = Topology.create(self.artifacts / "disks", controllers=self.controllers,
+                                   namespaces_per_controller=self.namespaces_per_controller, subsys=self.subsys)
+        (self.artifacts / "topology.json").write_text(
+            json.dumps(topology.as_dict(self.native_pcie_hotplug), indent=2) + "\n")
+        self._rig = Rig.boot(self.cfg, self.accel, topology, self.artifacts, self.native_pcie_hotplug,
+                             self.extra_kernel_args, self.extra_qemu_args())
+        self.log.info("guest up over SSH %.2f s after QEMU started (%s)", self._rig.boot_seconds, self.accel.accel)
+        (self.artifacts / "guest-names.json").write_text(json.dumps(self._rig.boot_names, indent=2) + "\n")
+
+    def cancel_reason(self) -> str | None:
+        """Why this run cannot serve the test, checked before anything boots: its `arch:` tags,
+        then its `needs:` capabilities (so a QEMU without the series reads "QEMU lacks ..."),
+        then the test's own guest_precondition()."""
         test_tags = tags.of_test(type(self), self._testMethodName)
-        platform_ = config.guest_arch()
         arches = arch.tagged_arches(test_tags)
-        if arches and platform_.name not in arches:
-            self.cancel(f"test runs on {', '.join(arches)} (arch: tags); this run's guest is {platform_.name} (GUEST_ARCH)")
-        self.caps = capabilities.of_qemu_under_test(results.worker_folder("capability-probe"))
+        if arches and self.cfg.arch.name not in arches:
+            return (f"test runs on {', '.join(arches)} (arch: tags); this run's guest is {self.cfg.arch.name} "
+                    "(GUEST_ARCH)")
+        self.caps = capabilities.of_qemu_under_test(self.cfg, results.worker_folder("capability-probe"))
         for need in tags.needs(test_tags):
             reason = self.caps.missing(need)
             if reason:
-                self.cancel(reason)
-        reason = self.guest_precondition()
-        if reason:
-            self.cancel(reason)
-        self.accel = accel.choose()
-        self.log.info("QEMU %s (%s); accelerator: %s", self.caps.version, self.caps.qemu, self.accel)
-        _record_environment(self.caps, self.accel)
-        (self.artifacts / "accelerator.txt").write_text(f"{self.accel}\n")
-        self.topology = Topology.create(self.artifacts / "disks", controllers=self.controllers,
-                                        namespaces_per_controller=self.namespaces_per_controller,
-                                        subsys=self.subsys)
-        (self.artifacts / "topology.json").write_text(
-            json.dumps(self.topology.as_dict(self.native_pcie_hotplug), indent=2) + "\n")
-        self.boot()
+                return reason
+        return self.guest_precondition()
 
     def tearDown(self) -> None:
         problems: list[str] = []
         try:
-            if self.guest is not None:
+            if self._rig is not None:
                 try:
                     problems += self.guest_kernel_problems()
                 except Exception as exc:  # an unreachable guest is itself worth reporting
                     problems.append(f"could not read the guest kernel log after the test: {exc!r}")
-            if self.vm is not None and not self.vm.is_running():
-                problems.append(f"QEMU exited during the test with code {self.vm.proc.returncode}: "
-                                f"{self.vm.stderr_tail()}")
+                if not self.vm.is_running():
+                    problems.append(f"QEMU exited during the test with code {self.vm.returncode}: "
+                                    f"{self.vm.stderr_tail()}")
         finally:
             self._release()
         if problems:
@@ -117,106 +142,37 @@ class HotswapTest(avocado.Test):
 
     def _release(self) -> None:
         """End the VM by PID, drop the backing files, detach the log file; safe to call twice."""
-        if self.guest is not None:
-            self.guest.close()
-        if self.vm is not None:
-            self.vm.shutdown()
+        if self._rig is not None:
+            self._rig.close()
         if hasattr(self, "artifacts"):
             shutil.rmtree(self.artifacts / "disks", ignore_errors=True)
         if self._log_handler is not None:
-            for name in ("avocado.test", "nvme_hotswap"):
+            for name in LOGGERS:
                 logging.getLogger(name).removeHandler(self._log_handler)
             self._log_handler.close()
             self._log_handler = None
 
     def guest_kernel_problems(self) -> list[str]:
         """Save the guest kernel log as an artifact; return excerpts of any kernel bug reports."""
-        assert self.guest is not None
         lines = self.guest.klog()
         (self.artifacts / "guest-dmesg.log").write_text("\n".join(map(str, lines)) + "\n")
         return [f"guest kernel log reports trouble:\n{e}" for e in klog.trouble(lines)]
 
     def guest_precondition(self) -> str | None:
-        """Why this test cannot run on the configured guest (checked after the `needs:` tags, so
-        a QEMU without the series still cancels with "QEMU lacks ..."), or None. Nothing is booted yet."""
+        """Why this test cannot run on the configured guest, or None. Nothing is booted yet."""
         return None
 
-    # --- booting ---------------------------------------------------------------------------
     def extra_qemu_args(self) -> list[str]:
         """Devices a test class adds to the topology (none by default)."""
         return []
 
-    def boot(self) -> None:
-        args = guest_qemu_args(self.accel, self.topology, self.native_pcie_hotplug, self.extra_kernel_args)
-        args += self.extra_qemu_args()
-        self.vm, self.guest, self.boot_seconds = boot_guest(args, self.artifacts)
-        self.log.info("guest up over SSH %.2f s after QEMU started (%s)", self.boot_seconds, self.accel.accel)
-        # The guest numbers controllers in probe order, which is not always PCI order (6.12 probes
-        # asynchronously): tests name them by what the guest called the controller at each address.
-        self.boot_names = self.guest.nvme_names()
-        (self.artifacts / "guest-names.json").write_text(json.dumps(self.boot_names, indent=2) + "\n")
-        missing = [c.pci_address for c in self.topology.controllers if c.pci_address not in self.boot_names]
-        if missing:
-            self.fail(f"the guest has no NVMe controller at {missing}; it has {self.boot_names}")
-
-    # --- verbs shared by the tests ---------------------------------------------------------
-    def ctrl(self, index: int) -> ControllerSpec:
-        return self.topology.controller(index)
-
-    def ctrl_name(self, index: int) -> str:
-        """The guest's name (nvmeX) of controller `index` at boot, found by its PCI address."""
-        return self.boot_names[self.ctrl(index).pci_address][0]
-
-    def disk(self, index: int) -> str:
-        """The guest's block device (nvmeXnY) of controller `index`'s first namespace at boot."""
-        return self.boot_names[self.ctrl(index).pci_address][1][0]
-
-    def new_disk(self, name: str, size_mib: int = 64) -> Path:
-        """A fresh labelled backing file (first bytes: `label_of(name)`), removed after the test."""
-        path = self.artifacts / "disks" / f"{name}.img"
-        create_image(path, size_mib << 20, label_of(name))
-        return path
-
-    def plug_namespace(self, dev_id: str, drive_id: str, nsid: int, bus: str,
-                       image: Path | None = None) -> None:
-        """drive_add `image` as `drive_id` (unless image is None: the drive exists), then device_add nvme-ns."""
-        if image is not None:
-            self.vm.drive_add(drive_option(drive_id, image))
-        self.vm.qmp("device_add", **namespace_props(dev_id, drive_id, bus, nsid))
-
-    def wait_for_namespace(self, controller: str, nsid: int, timeout: float = 20.0) -> NamespaceInfo:
-        return wait_until(lambda: self.guest.namespace(controller, nsid), timeout,
-                          f"NSID {nsid} to appear under {controller} in the guest")
-
-    def wait_for_namespace_gone(self, controller: str, nsid: int, timeout: float = 20.0) -> None:
-        wait_until(lambda: self.guest.namespace(controller, nsid) is None, timeout,
-                   f"NSID {nsid} to disappear from {controller} in the guest")
-
+    # --- what tests conclude ---------------------------------------------------------------
     def swap_drive(self, index: int, image: Path) -> str:
-        """The cover letter's sequence on controller `index`: drive_del (guest I/O now fails),
-        drive_insert `image`, pcie_aer_inject_error SDN, then the guest's AER recovery. Returns the
-        kernel-log mark taken before the pull."""
-        c = self.ctrl(index)
-        ns = c.namespaces[0]
-        disk = self.guest.namespace(self.ctrl_name(index), ns.nsid).block
-        mark = self.guest.klog_mark()
-        self.vm.drive_del(ns.drive_id)
-        self.assert_io_fails(disk)
-        self.vm.drive_insert(ns.dev_id, image)
-        self.vm.aer_inject(c.port_id, "SDN")
+        """The cover letter's sequence (Rig.reconnect), asserting that guest I/O fails while the
+        drive is pulled and that the guest's AER recovery went as it should. Returns the mark."""
+        mark = self.rig.reconnect(index, image, while_pulled=self.assert_io_fails)
         self.assert_aer_recovery(mark, index)
         return mark
-
-    def namespace_swap(self, index: int, image: Path) -> None:
-        """The namespace-level sequence merged upstream: device_del, drive_del, drive_add, device_add."""
-        c = self.ctrl(index)
-        ns = c.namespaces[0]
-        self.guest.klog_mark()  # where the evidence report's timeline of this swap starts
-        self.vm.device_del(ns.dev_id)
-        self.wait_for_namespace_gone(self.ctrl_name(index), ns.nsid)
-        self.vm.drive_del(ns.drive_id)
-        self.plug_namespace(ns.dev_id, ns.drive_id, ns.nsid, bus=c.dev_id, image=image)
-        self.wait_for_namespace(self.ctrl_name(index), ns.nsid)
 
     def assert_io_fails(self, disk: str) -> None:
         """With the drive pulled, guest I/O fails promptly with an error; it does not hang."""
@@ -225,59 +181,17 @@ class HotswapTest(avocado.Test):
 
     def assert_aer_recovery(self, mark: str, index: int) -> None:
         """The guest logged the fatal error on the port, reset the controller and recovered."""
-        c = self.ctrl(index)
-        self.wait_for_klog(mark, klog.RECOVERY_OK, RECOVERY_TIMEOUT_S, port=c.port_pci_address)
+        c = self.rig.ctrl(index)
+        self.rig.wait_for_recovery(index, mark)
         lines = self.guest.klog_since(mark)
+        ctrl = self.rig.ctrl_name(index)
         for template, names in [(klog.AER_FATAL_RECEIVED, {"port": c.port_pci_address}), (klog.AER_SDES, {}),
-                                (klog.NVME_FROZEN, {"ctrl": self.ctrl_name(index)}),
-                                (klog.NVME_SLOT_RESET, {"ctrl": self.ctrl_name(index)})]:
+                                (klog.NVME_FROZEN, {"ctrl": ctrl}), (klog.NVME_SLOT_RESET, {"ctrl": ctrl})]:
             self.assertTrue(klog.find(lines, template, **names),
                             f"no /{klog.pattern(template, **names).pattern}/ in the guest log after the injection")
         self.assertFalse(klog.find(lines, klog.RECOVERY_FAILED, port=c.port_pci_address))
 
-    def wait_for_klog(self, mark: str, template: str, timeout: float = 30.0, **names: str) -> list[KernelLine]:
-        """Wait until the guest kernel log after `mark` has a line matching `template`."""
-        assert self.guest is not None
-        rx = klog.pattern(template, **names)
-        return wait_until(lambda: [l for l in self.guest.klog_since(mark) if rx.search(l.text)],
-                          timeout, f"guest kernel log line /{rx.pattern}/")
-
-    def assert_names_unchanged(self, before: dict[str, tuple[str, list[str]]]) -> None:
+    def assert_names_unchanged(self, before: Names) -> None:
         """The guest names every controller and disk as it did before (what storage software tracks)."""
-        assert self.guest is not None
         self.assertEqual(self.guest.nvme_names(), before,
                          "guest NVMe names changed (PCI address -> (controller, disks))")
-
-
-@functools.cache
-def _record_environment(caps: capabilities.Capabilities, choice: accel.AccelChoice) -> None:
-    """Once per run: what was tested on what, for environment.json and the evidence report."""
-    if config.guest_flavour() == "cloud":
-        guest_dir, guest = config.cloud_image() or config.cloud_dir(), cloud.manifest()
-    else:
-        guest_dir = config.guest_dir()
-        manifest = guest_dir / "manifest.json"
-        guest = json.loads(manifest.read_text()) if manifest.exists() else None
-    results.record_environment({
-        "qemu": caps.qemu, "qemu_version": caps.version, "capabilities": caps.as_dict(),
-        "qemu_build": _build_record(Path(caps.qemu)),
-        "accelerator": choice.accel, "accelerator_reason": choice.reason,
-        "guest_dir": str(guest_dir),
-        "guest_flavour": config.guest_flavour(), "guest": guest,
-        "guest_arch": config.guest_arch().name, "machine": config.guest_arch().machine,
-        "host_kernel": platform.release(), "python": platform.python_version(),
-        "packages": {p: importlib.metadata.version(p)
-                     for p in ("avocado-framework", "qemu.qmp", "paramiko", "pytest")},
-    })
-
-
-def _build_record(binary: Path) -> dict[str, str] | str:
-    """Where our build came from (source, patches with their hashes), from its cache entry's DONE."""
-    done = binary.parent.parent / "DONE"
-    if not done.is_file():
-        return "not built by scripts/build-qemu.sh (QEMU= given)"
-    record: dict[str, str] = {}
-    for line in done.read_text().splitlines():
-        key, _, value = line.partition("=")
-        record[key] = value if key not in record else f"{record[key]}; {value}"
-    return record

@@ -1,5 +1,5 @@
 """Boot with three NVMe controllers behind PCIe root ports and check what the guest sees."""
-from nvme_hotswap import klog
+from nvme_hotswap.guest import klog
 from nvme_hotswap.testcase import HotswapTest
 
 
@@ -28,7 +28,7 @@ class BootTopology(HotswapTest):
         """Each disk reads back the label written into its backing file: the wiring is right."""
         for c in self.topology.controllers:
             label = c.namespaces[0].label
-            self.assertEqual(self.guest.read_head(self.disk(c.index), len(label)), label)
+            self.assertEqual(self.guest.read_head(self.rig.disk(c.index), len(label)), label)
 
     def test_root_ports_have_aer_and_native_hotplug(self) -> None:
         """AER recovery and surprise removal need the AER service and pciehp on every root port."""

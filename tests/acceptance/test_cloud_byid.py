@@ -1,5 +1,4 @@
 """On the cloud guest (udev): the /dev/disk/by-id/nvme-* links of the swapped drive survive."""
-from nvme_hotswap import config
 from nvme_hotswap.testcase import HotswapTest
 
 # name<TAB>target for every by-id link of the NVMe namespaces, after udev has handled all events.
@@ -22,7 +21,7 @@ class CloudByIdLinks(HotswapTest):
 
     def guest_precondition(self) -> str | None:
         # Before anything is booted: the default (fast) run stays as fast as it was.
-        if config.guest_flavour() != "cloud":
+        if self.cfg.flavour != "cloud":
             return "needs the cloud guest (GUEST=cloud): the fast guest has no udev"
         return None
 
@@ -33,9 +32,9 @@ class CloudByIdLinks(HotswapTest):
         return {name: target for name, target in links.items() if target == f"/dev/{disk}"}
 
     def test_byid_links_survive_swap(self) -> None:
-        c = self.ctrl(2)
+        c = self.rig.ctrl(2)
         ns = c.namespaces[0]
-        disk = self.guest.namespace(self.ctrl_name(2), ns.nsid).block
+        disk = self.guest.namespace(self.rig.ctrl_name(2), ns.nsid).block
         before = self.byid_links(disk)
         self.log.info("by-id links of /dev/%s before the swap: %s", disk, before)
         self.assertTrue(before, f"udev made no /dev/disk/by-id/nvme-* link for /dev/{disk}")

@@ -38,7 +38,7 @@ def child_env(tmp: Path, **extra: str) -> dict[str, str]:
     """A child pytest's environment: this QEMU, results under `tmp`, and a private TMPDIR, so any
     temporary file the child leaves behind is seen."""
     (tmp / "tmpdir").mkdir(exist_ok=True)
-    env = dict(os.environ, QEMU=str(config.qemu_binary()), RESULTS_DIR=str(tmp / "results"),
+    env = dict(os.environ, QEMU=str(config.current().qemu_binary), RESULTS_DIR=str(tmp / "results"),
                TMPDIR=str(tmp / "tmpdir"), **extra)
     for var in ("NVME_HOTSWAP_RUN_DIR", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT",
                 "PYTEST_XDIST_TESTRUNUID"):

@@ -2,9 +2,9 @@
 from pathlib import Path
 from typing import Callable
 
-from nvme_hotswap.machine import MonitorError
+from nvme_hotswap.vm.machine import MonitorError
 from nvme_hotswap.testcase import HotswapTest
-from nvme_hotswap.topology import namespace_props
+from nvme_hotswap.vm.topology import drive_option, namespace_props
 
 
 class MonitorErrors(HotswapTest):
@@ -17,7 +17,7 @@ class MonitorErrors(HotswapTest):
     def setUp(self) -> None:
         super().setUp()
         self.before = self.guest.nvme_names()
-        self.digest = self.guest.write_random(self.disk(1), 32, 4)
+        self.digest = self.guest.write_random(self.rig.disk(1), 32, 4)
 
     def assert_refused(self, call: Callable[[], object], *names: str) -> None:
         with self.assertRaises(MonitorError) as refused:
@@ -30,7 +30,7 @@ class MonitorErrors(HotswapTest):
 
     def assert_guest_untouched(self) -> None:
         self.assert_names_unchanged(self.before)
-        self.assertEqual(self.guest.read_sha256(self.disk(1), 32, 4), self.digest)
+        self.assertEqual(self.guest.read_sha256(self.rig.disk(1), 32, 4), self.digest)
 
     def test_stock_commands(self) -> None:
         """device_del of an unknown id, AER injection at an unknown port (no series needed)."""
@@ -43,7 +43,7 @@ class MonitorErrors(HotswapTest):
 
         :avocado: tags=needs:drive_insert
         """
-        ns1, ns2 = self.ctrl(1).namespaces[0], self.ctrl(2).namespaces[0]
+        ns1, ns2 = self.rig.ctrl(1).namespaces[0], self.rig.ctrl(2).namespaces[0]
         self.assert_refused(lambda: self.vm.drive_insert("nosuchdev", ns1.image), "nosuchdev")
         self.assert_refused(lambda: self.vm.drive_insert(ns1.dev_id, ns1.image), ns1.dev_id)
         self.vm.drive_del(ns2.drive_id)
@@ -58,8 +58,8 @@ class MonitorErrors(HotswapTest):
 
         :avocado: tags=needs:nvme_ns_hotplug
         """
-        self.vm.drive_add(f"if=none,id=spare,file={self.new_disk('spare')},format=raw")
-        self.assert_refused(lambda: self.vm.qmp("device_add", **namespace_props("dup", "spare", "nvme1", 1)),
+        self.vm.drive_add(drive_option("spare", self.rig.new_disk("spare")))
+        self.assert_refused(lambda: self.vm.qmp("device_add", **namespace_props("dup", "spare", self.rig.ctrl(1).dev_id, 1)),
                             "namespace id '1'")  # QEMU's existing wording for a taken NSID (hw/nvme/ns.c)
         self.assert_refused(lambda: self.vm.qmp("device_add", **namespace_props("lost", "spare", "nosuchbus", 2)),
                             "nosuchbus")

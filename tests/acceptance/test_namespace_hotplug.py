@@ -1,7 +1,7 @@
 """NVMe-level namespace hotplug on a live controller (series patch 1), as merged upstream in 11.1."""
-from nvme_hotswap import klog
+from nvme_hotswap.guest import klog
 from nvme_hotswap.testcase import HotswapTest
-from nvme_hotswap.topology import label_of
+from nvme_hotswap.vm.topology import label_of
 
 
 class NamespaceHotplug(HotswapTest):
@@ -13,18 +13,18 @@ class NamespaceHotplug(HotswapTest):
 
     def assert_rescanned_only(self, mark: str, index: int) -> None:
         """The AEN reached controller `index` (it rescanned) and no other controller rescanned."""
-        self.wait_for_klog(mark, klog.NS_RESCAN, ctrl=self.ctrl_name(index))
+        self.rig.wait_for_klog(mark, klog.NS_RESCAN, ctrl=self.rig.ctrl_name(index))
         lines = self.guest.klog_since(mark)
-        for other in (self.ctrl_name(c.index) for c in self.topology.controllers if c.index != index):
+        for other in (self.rig.ctrl_name(c.index) for c in self.topology.controllers if c.index != index):
             self.assertFalse(klog.find(lines, klog.NS_RESCAN, ctrl=other), f"{other} rescanned too")
 
     def test_hot_add(self) -> None:
         before = self.guest.nvme_names()
-        image = self.new_disk("hotadd", size_mib=32)
+        image = self.rig.new_disk("hotadd", size_mib=32)
         mark = self.guest.klog_mark()
 
-        self.plug_namespace("ns2_1", "drv2_1", nsid=2, bus="nvme2", image=image)
-        ns = self.wait_for_namespace(self.ctrl_name(2), 2)
+        self.rig.plug_namespace(self.rig.ctrl(2).hot_namespace(nsid=2, image=image), image)
+        ns = self.rig.wait_for_namespace(2, 2)
         self.assert_rescanned_only(mark, 2)
 
         self.assertEqual(ns.size_bytes, 32 << 20)
@@ -35,38 +35,38 @@ class NamespaceHotplug(HotswapTest):
         after = self.guest.nvme_names()
         self.assertEqual({a: n for a, (n, _) in after.items()}, {a: n for a, (n, _) in before.items()},
                          "a controller was renamed")
-        self.assertEqual(after[self.ctrl(2).pci_address][1], sorted([self.disk(2), ns.block]))
+        self.assertEqual(after[self.rig.ctrl(2).pci_address][1], sorted([self.rig.disk(2), ns.block]))
 
     def test_hot_remove_and_replug(self) -> None:
-        c = self.ctrl(2)
+        c = self.rig.ctrl(2)
         ns = c.namespaces[0]
         before = self.guest.nvme_names()
         mark = self.guest.klog_mark()
 
-        self.vm.device_del(ns.dev_id)
-        self.wait_for_namespace_gone(self.ctrl_name(2), ns.nsid)
+        self.rig.unplug_namespace(ns)
+        self.rig.wait_for_namespace_gone(2, ns.nsid)
         self.assert_rescanned_only(mark, 2)
-        self.assertEqual(self.guest.controller_at(c.pci_address).name, self.ctrl_name(2))
-        for other in (self.disk(0), self.disk(1)):
+        self.assertEqual(self.guest.controller_at(c.pci_address).name, self.rig.ctrl_name(2))
+        for other in (self.rig.disk(0), self.rig.disk(1)):
             digest = self.guest.write_random(other, 64, 4)
             self.assertEqual(self.guest.read_sha256(other, 64, 4), digest, f"I/O on {other} was disturbed")
 
         mark = self.guest.klog_mark()
-        self.plug_namespace(ns.dev_id, ns.drive_id, ns.nsid, bus=c.dev_id)  # the drive stays after device_del
-        back = self.wait_for_namespace(self.ctrl_name(2), ns.nsid)
+        self.rig.plug_namespace(ns)  # the drive stays after device_del
+        back = self.rig.wait_for_namespace(2, ns.nsid)
         self.assert_rescanned_only(mark, 2)
-        self.assertEqual(back.block, self.disk(2))
+        self.assertEqual(back.block, self.rig.disk(2))
         self.assert_names_unchanged(before)
-        self.assertEqual(self.guest.read_head(self.disk(2), len(ns.label)), ns.label)
+        self.assertEqual(self.guest.read_head(self.rig.disk(2), len(ns.label)), ns.label)
 
     def test_namespace_level_swap(self) -> None:
         """The sequence merged upstream: device_del, drive_del, drive_add a new file, device_add."""
         before = self.guest.nvme_names()
-        fresh = self.new_disk("swapped-in")
+        fresh = self.rig.new_disk("swapped-in")
 
-        self.namespace_swap(2, fresh)
+        self.rig.namespace_swap(2, fresh)
 
         self.assert_names_unchanged(before)
-        self.assertEqual(self.guest.read_head(self.disk(2), len(label_of("swapped-in"))),
+        self.assertEqual(self.guest.read_head(self.rig.disk(2), len(label_of("swapped-in"))),
                          label_of("swapped-in"), "the guest does not read the new disk's content")
 

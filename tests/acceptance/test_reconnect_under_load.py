@@ -5,7 +5,7 @@ and errors must be confined to the window between the pull and the recovery.
 """
 import shlex
 
-from nvme_hotswap import klog
+from nvme_hotswap.guest import klog
 from nvme_hotswap.testcase import HotswapTest
 from nvme_hotswap.wait import wait_until
 
@@ -29,7 +29,7 @@ class ReconnectUnderLoad(HotswapTest):
         """Write block i (a header naming i) at LOOP_BASE+i; log "i ok|err uptime" per write."""
         loop = (f"i=0; while [ ! -e /tmp/stop ] && [ $i -lt {LOOP_MAX} ]; do "
                 "if printf 'nvme-hotswap block %08d\\n' $i | "
-                f"dd of=/dev/{self.disk(2)} bs=4096 seek=$(({LOOP_BASE}+i)) conv=sync,fsync oflag=direct 2>/dev/null; "
+                f"dd of=/dev/{self.rig.disk(2)} bs=4096 seek=$(({LOOP_BASE}+i)) conv=sync,fsync oflag=direct 2>/dev/null; "
                 "then s=ok; else s=err; fi; echo \"$i $s $(cut -d' ' -f1 /proc/uptime)\"; i=$((i+1)); "
                 "done > /tmp/loop.log; touch /tmp/loop.done")
         self.guest.spawn(f"sh -c {shlex.quote(loop)}")
@@ -43,7 +43,7 @@ class ReconnectUnderLoad(HotswapTest):
                    f"{count} acknowledged writes of the loop after t={after:.2f} s")
 
     def test_pull_under_load(self) -> None:
-        c = self.ctrl(2)
+        c = self.rig.ctrl(2)
         ns = c.namespaces[0]
         before = self.guest.nvme_names()
         self.start_write_loop()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import paramiko
 
-from nvme_hotswap import config, sshkey
+from nvme_hotswap.guest import sshkey
 from nvme_hotswap.testcase import HotswapTest
 
 TCP_LISTEN = "0A"
@@ -63,10 +63,10 @@ class Security(HotswapTest):
         self.assertEqual(self.guest.check("cat /root/.ssh/authorized_keys").strip(), sshkey.public_key_line())
         key_dir = sshkey.private_key_file().parent
         self.assertEqual(stat.S_IMODE(os.stat(key_dir).st_mode), 0o700)
-        self.assertNotIn(config.results_root().resolve(), key_dir.resolve().parents)
-        if config.guest_flavour() == "fast":
-            keys = [f.name for f in config.guest_dir().iterdir() if f.name.startswith("id_")]
-            self.assertEqual(keys, [], f"the guest build {config.guest_dir()} carries client keys")
+        self.assertNotIn(self.cfg.results_root.resolve(), key_dir.resolve().parents)
+        if self.cfg.flavour == "fast":
+            keys = [f.name for f in self.cfg.guest_dir.iterdir() if f.name.startswith("id_")]
+            self.assertEqual(keys, [], f"the guest build {self.cfg.guest_dir} carries client keys")
 
     def test_no_secret_in_the_results(self) -> None:
         """Every file of this run so far (this test's included) is free of this run's private key."""

@@ -7,7 +7,7 @@ multipath the controller carries a hidden path node (nvme2c2n1) under the subsys
 import re
 
 from nvme_hotswap.testcase import HotswapTest
-from nvme_hotswap.topology import label_of
+from nvme_hotswap.vm.topology import label_of
 
 
 class SubsystemSwap(HotswapTest):
@@ -24,9 +24,9 @@ class SubsystemSwap(HotswapTest):
         """Multipath: the controller (nvmeC) carries the path node nvmeScCn1 of the subsystem's disk
         nvmeSn1. Without: it carries its disk nvmeCn1 itself."""
         self.assertEqual(self.guest.check("cat /sys/module/nvme_core/parameters/multipath").strip(), self.multipath)
-        ctrl = self.ctrl_name(2)
+        ctrl = self.rig.ctrl_name(2)
         ns = self.guest.namespace(ctrl, 1)
-        self.assertEqual(ns.block, self.disk(2))
+        self.assertEqual(ns.block, self.rig.disk(2))
         if self.multipath == "Y":
             subsys_disk = re.fullmatch(r"nvme(\d+)n1", ns.block)
             self.assertIsNotNone(subsys_disk, ns.block)
@@ -37,19 +37,19 @@ class SubsystemSwap(HotswapTest):
     def test_drive_reconnect(self) -> None:
         self.assert_kernel_naming()
         before = self.guest.nvme_names()
-        digest = self.guest.write_random(self.disk(2), 256, 4)
-        self.swap_drive(2, self.ctrl(2).namespaces[0].image)
+        digest = self.guest.write_random(self.rig.disk(2), 256, 4)
+        self.swap_drive(2, self.rig.ctrl(2).namespaces[0].image)
         self.assert_names_unchanged(before)
         self.assert_kernel_naming()
-        self.assertEqual(self.guest.read_sha256(self.disk(2), 256, 4), digest)
+        self.assertEqual(self.guest.read_sha256(self.rig.disk(2), 256, 4), digest)
 
     def test_namespace_swap(self) -> None:
         self.assert_kernel_naming()
         before = self.guest.nvme_names()
-        self.namespace_swap(2, self.new_disk("swapped-in"))
+        self.rig.namespace_swap(2, self.rig.new_disk("swapped-in"))
         self.assert_names_unchanged(before)
         self.assert_kernel_naming()
-        self.assertEqual(self.guest.read_head(self.disk(2), len(label_of("swapped-in"))), label_of("swapped-in"))
+        self.assertEqual(self.guest.read_head(self.rig.disk(2), len(label_of("swapped-in"))), label_of("swapped-in"))
 
 
 class SubsystemMultipathOn(SubsystemSwap):

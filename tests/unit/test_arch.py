@@ -1,15 +1,14 @@
 """Guest architectures: selection by GUEST_ARCH, `arch:` tags, and what each machine gets."""
-import os
 import unittest
-from unittest import mock
 
-from nvme_hotswap import arch, config, nightly, tags
+from nvme_hotswap import config, tags
+from nvme_hotswap.programs import nightly
+from nvme_hotswap.vm import arch
 
 
 class Selection(unittest.TestCase):
     def test_default_is_x86_64_on_q35(self) -> None:
-        with mock.patch.dict(os.environ, {}, clear=True):
-            a = arch.current()
+        a = config.RunConfig.from_env({}).arch
         self.assertEqual((a.name, a.machine, a.console, a.kernel_file), ("x86_64", "q35", "ttyS0", "vmlinux"))
         self.assertTrue(a.acpi_pci_hotplug)
         # qboot numbers buses in reverse; the kernel must renumber them or the PCI addresses move
@@ -17,22 +16,19 @@ class Selection(unittest.TestCase):
         self.assertEqual(a.firmware_kernel_args, "pci=assign-busses")
 
     def test_aarch64_is_virt_without_acpi_hotplug(self) -> None:
-        with mock.patch.dict(os.environ, {"GUEST_ARCH": "aarch64"}):
-            a = arch.current()
+        a = config.RunConfig.from_env({"GUEST_ARCH": "aarch64"}).arch
         self.assertTrue(a.machine.startswith("virt"))
         self.assertEqual((a.console, a.kernel_file, a.qemu_binary_name), ("ttyAMA0", "Image", "qemu-system-aarch64"))
         self.assertEqual(a.native_hotplug_args, ())   # no q35 global on virt
         self.assertFalse(a.acpi_pci_hotplug)
 
     def test_unknown_arch_is_a_config_error_naming_the_choices(self) -> None:
-        with mock.patch.dict(os.environ, {"GUEST_ARCH": "riscv64"}):
-            with self.assertRaisesRegex(config.ConfigError, "GUEST_ARCH='riscv64'.*x86_64, aarch64"):
-                config.guest_arch()
+        with self.assertRaisesRegex(config.ConfigError, "GUEST_ARCH='riscv64'.*x86_64, aarch64"):
+            config.RunConfig.from_env({"GUEST_ARCH": "riscv64"})
 
     def test_cloud_guest_is_x86_64_only(self) -> None:
-        with mock.patch.dict(os.environ, {"GUEST_ARCH": "aarch64", "GUEST": "cloud"}):
-            with self.assertRaisesRegex(config.ConfigError, "GUEST=cloud is built for x86_64 only"):
-                config.guest_flavour()
+        with self.assertRaisesRegex(config.ConfigError, "GUEST=cloud is built for x86_64 only"):
+            config.RunConfig.from_env({"GUEST_ARCH": "aarch64", "GUEST": "cloud"})
 
 
 class ArchTags(unittest.TestCase):

@@ -1,15 +1,13 @@
 """Pure helpers: the bench's one-patch edit and the per-run SSH key."""
 import os
 import stat
-import sys
 import tempfile
 import unittest
 from pathlib import Path
 
-from nvme_hotswap import config, sshkey
-
-sys.path.insert(0, str(config.ROOT / "bench"))
-import bench  # noqa: E402
+from nvme_hotswap import config
+from nvme_hotswap.guest import sshkey
+from nvme_hotswap.programs import bench
 
 
 class EditedSeries(unittest.TestCase):
@@ -35,7 +33,7 @@ class RunKey(unittest.TestCase):
         key = sshkey.private_key_file()
         self.assertEqual(stat.S_IMODE(os.stat(key.parent).st_mode), 0o700)
         self.assertEqual(stat.S_IMODE(os.stat(key).st_mode), 0o600)
-        self.assertNotIn(config.results_root().resolve(), key.resolve().parents)
+        self.assertNotIn(config.current().results_root.resolve(), key.resolve().parents)
         kind, b64, comment = sshkey.public_key_line().split()
         self.assertEqual((kind, comment), ("ssh-ed25519", sshkey.COMMENT))
         self.assertEqual(sshkey.kernel_arg(), f"nvmehs.authorized_key={b64}")

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from nvme_hotswap import cloud, config
+from nvme_hotswap import config
+from nvme_hotswap.guest import cloud
 
 
 def test_user_data_gives_root_and_default_user_the_key() -> None:
@@ -13,25 +14,25 @@ def test_user_data_gives_root_and_default_user_the_key() -> None:
     assert "  - ssh-ed25519 AAAA test\n" in text
 
 
-def test_flavour(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GUEST", raising=False)
-    monkeypatch.delenv("IMAGE", raising=False)
-    assert config.guest_flavour() == "fast"
-    monkeypatch.setenv("IMAGE", "/x.qcow2")
-    assert config.guest_flavour() == "cloud"
-    monkeypatch.setenv("GUEST", "vm")
-    with pytest.raises(config.ConfigError):
-        config.guest_flavour()
+def test_flavour(tmp_path: Path) -> None:
+    assert config.RunConfig.from_env({}).flavour == "fast"
+    image = tmp_path / "x.qcow2"
+    image.write_bytes(b"")
+    assert config.RunConfig.from_env({"IMAGE": str(image)}).flavour == "cloud"
+    with pytest.raises(config.ConfigError, match="GUEST='vm'"):
+        config.RunConfig.from_env({"GUEST": "vm"})
+    with pytest.raises(config.ConfigError, match="IMAGE=/nonexistent.qcow2 is not a file"):
+        config.RunConfig.from_env({"IMAGE": "/nonexistent.qcow2"})
 
 
 def test_own_image_boots_by_its_bootloader(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     image = tmp_path / "debian.qcow2"
     image.write_bytes(b"QFI\xfb" + bytes(60))
-    monkeypatch.setenv("IMAGE", str(image))
+    cfg = config.RunConfig.from_env({"IMAGE": str(image)})
     monkeypatch.setattr(cloud, "seed_image", lambda: tmp_path / "seed.img")
-    args = cloud.qemu_boot_args()
+    args = cloud.qemu_boot_args(cfg)
     assert "-kernel" not in args
     assert f"file={image},format=qcow2,if=none,id=cloudroot,snapshot=on" in args
     assert any("bootindex=0" in a for a in args)
     with pytest.raises(config.ConfigError, match="kernel arguments"):
-        cloud.qemu_boot_args("nvme_core.multipath=N")
+        cloud.qemu_boot_args(cfg, "nvme_core.multipath=N")

@@ -4,9 +4,9 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from nvme_hotswap import evidence
-from nvme_hotswap.guestfacts import parse_dmesg
-from nvme_hotswap.topology import Topology
+from nvme_hotswap.report import evidence
+from nvme_hotswap.guest.facts import parse_dmesg
+from nvme_hotswap.vm.topology import Topology
 
 MONITOR = """\
 16:42:16 +   0.000s launch /root/.cache/nvme-hotswap/qemu/f556335196722069/build/qemu-system-x86_64 -machine q35

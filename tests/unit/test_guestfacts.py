@@ -1,7 +1,7 @@
 """Parsers of guest output, on text recorded from a Debian 12 guest."""
 import unittest
 
-from nvme_hotswap import guestfacts
+from nvme_hotswap.guest import facts as guestfacts
 
 CONTROLLERS = (
     "ctrl\tnvme0\t0000:01:00.0\tlive\tNVMEHS0000          \tnqn.2019-08.org.qemu:NVMEHS0000\n"

@@ -3,7 +3,8 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from nvme_hotswap import accel, machine, tags, topology
+from nvme_hotswap import tags
+from nvme_hotswap.vm import accel, machine, topology
 from nvme_hotswap.wait import WaitTimeout, wait_until
 
 INFO_USERNET = """Hub -1 (net0):

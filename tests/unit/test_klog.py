@@ -1,8 +1,8 @@
 """Kernel-log patterns against lines printed by Debian 12 (6.1) and Debian 13 (6.12) guests."""
 import unittest
 
-from nvme_hotswap import klog
-from nvme_hotswap.guestfacts import parse_dmesg
+from nvme_hotswap.guest import klog
+from nvme_hotswap.guest.facts import parse_dmesg
 
 PORT = "0000:00:12.0"
 RECOVERY_6_1 = parse_dmesg("""[   20.100000] pcieport 0000:00:12.0: AER: Uncorrected (Fatal) error received: 0000:00:12.0

@@ -4,7 +4,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from nvme_hotswap import nightly
+from nvme_hotswap.programs import nightly
 
 
 def line(time: str, **cells: dict[str, tuple[str, float]]) -> dict:

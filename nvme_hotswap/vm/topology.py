@@ -13,7 +13,7 @@ import hashlib
 from pathlib import Path
 
 ROOT_PORT_SLOT_BASE = 0x10
-NIC_SLOT = 0x03
+NIC_SLOT = 0x03          # the guest's virtio-net on pcie.0 (hotswap/boot.py)
 SECTOR = 512
 
 
@@ -73,26 +73,36 @@ class ControllerSpec:
         """Where the guest finds this controller: the root ports are the only bridges."""
         return f"0000:{self.index + 1:02x}:00.0"
 
+    def hot_namespace(self, nsid: int, image: Path, size_bytes: int = 0) -> NamespaceSpec:
+        """A namespace to plug at run time, named in the same scheme (NSID 2 -> ns2_1, drv2_1)."""
+        return NamespaceSpec(controller=self.index, index=nsid - 1, nsid=nsid, image=image, size_bytes=size_bytes)
+
 
 @dataclasses.dataclass(frozen=True)
 class Topology:
     controllers: tuple[ControllerSpec, ...]
 
     @classmethod
+    def plan(cls, workdir: Path, controllers: int = 3, namespaces_per_controller: int = 1,
+             size_mib: int = 64, subsys: bool = False) -> Topology:
+        """Lay out the devices (ids, addresses, backing file paths) without creating anything."""
+        return cls(tuple(
+            ControllerSpec(index=c, subsys=subsys, namespaces=tuple(
+                NamespaceSpec(controller=c, index=n, nsid=n + 1, image=workdir / f"disk-nvme{c}n{n + 1}.img",
+                              size_bytes=size_mib << 20)
+                for n in range(namespaces_per_controller)))
+            for c in range(controllers)))
+
+    @classmethod
     def create(cls, workdir: Path, controllers: int = 3, namespaces_per_controller: int = 1,
-               size_mib: int = 64, subsys: bool = False) -> "Topology":
+               size_mib: int = 64, subsys: bool = False) -> Topology:
         """Lay out the devices and create their labelled, sparse backing files in `workdir`."""
+        topo = cls.plan(workdir, controllers, namespaces_per_controller, size_mib, subsys)
         workdir.mkdir(parents=True, exist_ok=True)
-        ctrls = []
-        for c in range(controllers):
-            nss = tuple(NamespaceSpec(controller=c, index=n, nsid=n + 1,
-                                      image=workdir / f"disk-nvme{c}n{n + 1}.img",
-                                      size_bytes=size_mib << 20)
-                        for n in range(namespaces_per_controller))
-            for ns in nss:
+        for c in topo.controllers:
+            for ns in c.namespaces:
                 create_image(ns.image, ns.size_bytes, ns.label)
-            ctrls.append(ControllerSpec(index=c, namespaces=nss, subsys=subsys))
-        return cls(tuple(ctrls))
+        return topo
 
     def controller(self, index: int) -> ControllerSpec:
         return self.controllers[index]
@@ -126,9 +136,9 @@ def drive_option(drive_id: str, image: Path) -> str:
     return f"if=none,id={drive_id},file={image},format=raw"
 
 
-def namespace_props(dev_id: str, drive_id: str, bus: str, nsid: int) -> dict[str, object]:
-    """An nvme-ns device as QMP device_add arguments."""
-    return {"driver": "nvme-ns", "id": dev_id, "drive": drive_id, "bus": bus, "nsid": nsid}
+def namespace_props(dev_id: str, drive_id: str, bus: str, nsid: int, **extra: object) -> dict[str, object]:
+    """An nvme-ns device as QMP device_add arguments (`extra`: more nvme-ns properties)."""
+    return {"driver": "nvme-ns", "id": dev_id, "drive": drive_id, "bus": bus, "nsid": nsid, **extra}
 
 
 def namespace_device(dev_id: str, drive_id: str, bus: str, nsid: int) -> str:

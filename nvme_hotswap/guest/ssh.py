@@ -19,9 +19,9 @@ from typing import Callable
 
 import paramiko
 
-from . import guestfacts
-from .guestfacts import ControllerInfo, KernelLine, NamespaceInfo
-from .wait import WaitTimeout, wait_until
+from . import facts as guestfacts
+from .facts import ControllerInfo, KernelLine, NamespaceInfo
+from ..wait import WaitTimeout, wait_until
 
 LOG = logging.getLogger("nvme_hotswap.guest")
 SSHD_READY_MARKER = "nvme-hotswap: sshd ready"

@@ -27,21 +27,27 @@ import sys
 import time
 from pathlib import Path
 
-from . import accel, capabilities, config, guestfacts, results
-from .boot import boot_guest, guest_qemu_args
-from .machine import MonitorError, QemuMachine
-from .topology import Topology, create_image, drive_option
+from ..config import RunConfig
+from ..guest import facts as guestfacts
+from ..hotswap.rig import Rig
+from ..report import results
+from ..vm import accel, capabilities
+from ..vm.machine import MonitorError, QemuMachine
+from ..vm.topology import Topology, create_image, drive_option, namespace_props
 
-PORTS = ("rp0", "rp1", "rp2")
-CONTROLLERS = ("nvme0", "nvme1", "nvme2")
+CONTROLLERS = 3
+#: The topology every sequence boots; the ids the fuzz aims at come from it (plus ids of its own).
+TOPOLOGY = Topology.plan(Path("disks"), controllers=CONTROLLERS)
+PORTS = tuple(c.port_id for c in TOPOLOGY.controllers)
+BUSES = tuple(c.dev_id for c in TOPOLOGY.controllers)
 # hw/pci/pcie_aer.c's pcie_aer_error_list, QEMU 10.2.2
 UNCORRECTABLE = ("DLP", "SDN", "POISON_TLP", "FCP", "COMP_TIME", "COMP_ABORT", "UNX_COMP", "RX_OVER",
                  "MALF_TLP", "ECRC", "UNSUP", "ACSV", "INTN", "MCBTLP", "ATOP_EBLOCKED", "TLP_PRF_BLOCKED")
 CORRECTABLE = ("RCVR", "BAD_TLP", "BAD_DLLP", "REP_ROLL", "REP_TIMER", "ADV_NONFATAL", "INTERNAL", "HL_OVERFLOW")
 AER_ERRORS = UNCORRECTABLE + CORRECTABLE
 FILES = ("f0", "f1", "f2", "missing")          # per-sequence images; "missing" is never created
-DRIVES = ("drv0", "drv1", "drv2", "fz0", "fz1")  # the topology's and the fuzz's own
-DEVICES = ("ns0", "ns1", "ns2", "fzns0", "fzns1")
+DRIVES = tuple(ns.drive_id for c in TOPOLOGY.controllers for ns in c.namespaces) + ("fz0", "fz1")
+DEVICES = tuple(ns.dev_id for c in TOPOLOGY.controllers for ns in c.namespaces) + ("fzns0", "fzns1")
 # "wait" lets the guest react (AER recovery, a namespace rescan) before the next command lands.
 KINDS = ("device_add", "device_del", "drive_add", "drive_del", "drive_insert", "aer", "wait")
 KERNEL_FATAL = re.compile(r"Kernel panic|Oops|BUG:|general protection fault")
@@ -73,7 +79,7 @@ def generate(seed: str, length: int) -> list[Op]:
     for _ in range(length):
         kind = rng.choices(KINDS, weights=(3, 3, 2, 3, 3, 4, 2))[0]
         if kind == "device_add":
-            ops.append(Op(kind, (rng.choice(DEVICES), rng.choice(DRIVES), rng.choice(CONTROLLERS),
+            ops.append(Op(kind, (rng.choice(DEVICES), rng.choice(DRIVES), rng.choice(BUSES),
                                  str(rng.choice((1, 1, 2, 3, 4))))))
         elif kind == "device_del":
             ops.append(Op(kind, (rng.choice(DEVICES),)))
@@ -113,7 +119,7 @@ GUEST_IO = ("while :; do for d in /dev/nvme*n*; do [ -b $d ] || continue; "
 
 def qemu_broke(vm: QemuMachine) -> str | None:
     if not vm.is_running():
-        return f"QEMU exited with {vm.proc.returncode}: {vm.stderr_tail()}"
+        return f"QEMU exited with {vm.returncode}: {vm.stderr_tail()}"
     text = vm.stderr_log.read_text(errors="replace") if vm.stderr_log.exists() else ""
     m = re.search(r".*(Assertion|assertion|abort|Aborted|core dumped).*", text)
     return f"QEMU stderr: {m.group(0)}" if m else None
@@ -122,18 +128,20 @@ def qemu_broke(vm: QemuMachine) -> str | None:
 def execute(vm: QemuMachine, workdir: Path, op: Op) -> bool:
     """Run one op; True if QEMU accepted it, False if it answered with an error."""
     a = op.args
-    path = lambda name: str(workdir / f"{name}.img")  # noqa: E731
+    def path(name: str) -> Path:
+        return workdir / f"{name}.img"
+
     try:
         if op.kind == "device_add":
-            vm.qmp("device_add", driver="nvme-ns", id=a[0], drive=a[1], bus=a[2], nsid=int(a[3]))
+            vm.qmp("device_add", **namespace_props(a[0], a[1], a[2], int(a[3])))
         elif op.kind == "device_del":
-            vm.qmp("device_del", id=a[0])
+            vm.device_del(a[0], wait=False)
         elif op.kind == "drive_add":
-            vm.drive_add(drive_option(a[0], Path(path(a[1]))))
+            vm.drive_add(drive_option(a[0], path(a[1])))
         elif op.kind == "drive_del":
-            vm.hmp_ok(f"drive_del {a[0]}")
+            vm.drive_del(a[0])
         elif op.kind == "drive_insert":
-            vm.hmp_ok(f"drive_insert {a[0]} {path(a[1])}")
+            vm.drive_insert(a[0], path(a[1]))
         elif op.kind == "wait":
             time.sleep(int(a[0]) / 1000)
         else:
@@ -143,13 +151,14 @@ def execute(vm: QemuMachine, workdir: Path, op: Op) -> bool:
         return False
 
 
-def run_sequence(ops: list[Op], folder: Path, choice: accel.AccelChoice) -> Outcome:
+def run_sequence(cfg: RunConfig, ops: list[Op], folder: Path, choice: accel.AccelChoice) -> Outcome:
     """Boot a guest with the standard topology, start guest I/O, run `ops`, check everything."""
     out = Outcome()
-    topo = Topology.create(folder / "disks", controllers=3)
+    topo = Topology.create(folder / "disks", controllers=CONTROLLERS)
     for name in FILES[:-1]:
         create_image(folder / "disks" / f"{name}.img", 16 << 20, f"fuzz {name}\n".encode())
-    vm, guest, _ = boot_guest(guest_qemu_args(choice, topo), folder)
+    rig = Rig.boot(cfg, choice, topo, folder)
+    vm, guest = rig.vm, rig.guest
     try:
         guest.spawn(GUEST_IO)
         for i, op in enumerate(ops):
@@ -181,14 +190,14 @@ def run_sequence(ops: list[Op], folder: Path, choice: accel.AccelChoice) -> Outc
                 if fatal:
                     out.failure, out.failed_at = f"guest kernel: {fatal[0]}", len(ops) - 1
     finally:
-        guest.close()
-        vm.shutdown()
+        rig.close()
         for img in (folder / "disks").glob("*.img"):
             img.unlink()
     return out
 
 
-def shrink(ops: list[Op], failed_at: int, folder: Path, choice: accel.AccelChoice, budget: int) -> list[Op]:
+def shrink(cfg: RunConfig, ops: list[Op], failed_at: int, folder: Path, choice: accel.AccelChoice,
+           budget: int) -> list[Op]:
     """Drop commands from the failing prefix while the failure still reproduces (fresh guest each)."""
     current = ops[:failed_at + 1]
     attempt = 0
@@ -196,7 +205,7 @@ def shrink(ops: list[Op], failed_at: int, folder: Path, choice: accel.AccelChoic
     while i >= 0 and attempt < budget:
         candidate = current[:i] + current[i + 1:]
         attempt += 1
-        if run_sequence(candidate, folder / f"shrink{attempt}", choice).failure:
+        if run_sequence(cfg, candidate, folder / f"shrink{attempt}", choice).failure:
             current = candidate
         i -= 1
     return current
@@ -209,11 +218,12 @@ def main() -> int:
     only = os.environ.get("FUZZ_ONLY")
     indexes = [int(only)] if only else list(range(sequences))
     run = results.run_dir()
-    reason = capabilities.first_missing(config.qemu_binary(), run / "fuzz" / "capability-probe", ("nvme_ns_hotplug", "drive_insert"))
+    cfg = RunConfig.from_env()
+    reason = capabilities.first_missing(cfg, run / "fuzz" / "capability-probe", ("nvme_ns_hotplug", "drive_insert"))
     if reason:
         print(f"fuzz: cannot run: {reason}", file=sys.stderr)
         return 2
-    choice = accel.choose()
+    choice = accel.choose(cfg)
     print(f"fuzz: seed {seed}, {len(indexes)} sequences of {length} commands, accel {choice.accel} "
           f"(rerun: FUZZ_SEED={seed} make fuzz)", flush=True)
     start = time.monotonic()
@@ -221,7 +231,7 @@ def main() -> int:
     for index in indexes:
         ops = generate(sequence_seed(seed, index), length)
         folder = run / "fuzz" / f"seq{index:03d}"
-        out = run_sequence(ops, folder, choice)
+        out = run_sequence(cfg, ops, folder, choice)
         (folder / "sequence.txt").write_text("\n".join(op.monitor_line() for op in ops) + "\n")
         totals["sequences"] += 1
         for key in ("commands", "ok", "errors", "guest_warnings"):
@@ -230,7 +240,7 @@ def main() -> int:
               + (f", {out.guest_warnings} guest kernel WARNINGs" if out.guest_warnings else "")
               + (f"; FAILED: {out.failure}" if out.failure else ""), flush=True)
         if out.failure:
-            replay = shrink(ops, out.failed_at, folder, choice, int(os.environ.get("FUZZ_SHRINK", "8")))
+            replay = shrink(cfg, ops, out.failed_at, folder, choice, int(os.environ.get("FUZZ_SHRINK", "8")))
             totals["failures"].append({"seed": seed, "index": index, "failure": out.failure,
                                        "replay": [op.monitor_line() for op in replay]})
             print(f"  seed {seed}, sequence {index}; replay ({len(replay)} of {out.failed_at + 1} commands):")

@@ -9,10 +9,11 @@ Figures (seconds):
   guest_build_cached_s  images/build-guest.sh answering from the cache
   boot_to_ssh_s         QEMU start to a working SSH session, BENCH_BOOTS (default 5) boots of the
                         three-controller topology; median, min, max and the accelerator used
-  aer_recovery_s        after drive_del + drive_insert: pcie_aer_inject_error rp2 SDN to the first
-                        successful O_DIRECT read of nvme2n1 in the guest (median of BENCH_SWAPS, 5)
-  ns_hotadd_visible_s   device_add nvme-ns (NSID 2 on nvme2) to its block device existing in the
-                        guest (median of BENCH_SWAPS); both need the series and are skipped without it
+  aer_recovery_s        after drive_del + drive_insert on controller 2: pcie_aer_inject_error SDN at its
+                        root port to the first successful O_DIRECT read of its disk in the guest
+                        (median of BENCH_SWAPS, 5)
+  ns_hotadd_visible_s   device_add nvme-ns (NSID 2 on controller 2) to the guest listing the namespace
+                        (median of BENCH_SWAPS); both need the series and are skipped without it
   suite_warm_s          the whole acceptance suite with warm caches, as `make check-acceptance` runs
                         it (pytest -n <CPUs, at most 4>; BENCH_SUITE=0 skips it)
   rebuild_incremental_s scripts/build-qemu.sh after editing one patch (a comment in patch 0001's
@@ -23,12 +24,13 @@ Figures (seconds):
                         recorded in the cache, otherwise the recorded value is reported with its date
   cloud_vs_fast_boot_ratio  median boot to SSH of the cloud-style guest (GUEST=cloud, BENCH_CLOUD_BOOTS,
                         default 5) over the fast guest's median (BENCH_CLOUD=0 skips it)
-Each figure with repeats is reported as median, min and max. Targets (issue 6) are printed beside
-the figures. Speed targets live here, never in timed tests. `bench.py results/<run>/bench.json` prints the
-table of an earlier run again.
+Each figure with repeats is reported as median, min and max. Targets are printed beside
+the figures. Speed targets live here, never in timed tests. `python -m nvme_hotswap.programs.bench
+results/<run>/bench.json` prints the table of an earlier run again.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -39,15 +41,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from ..config import ROOT, RunConfig
+from ..hotswap.rig import Rig
+from ..report import results
+from ..vm import accel, capabilities
+from ..vm.topology import Topology, drive_option
 
-from nvme_hotswap import accel, capabilities, config, results  # noqa: E402
-from nvme_hotswap.boot import boot_guest, guest_qemu_args  # noqa: E402
-from nvme_hotswap.topology import Topology, create_image, drive_option, namespace_props  # noqa: E402
+INDEX = 2   # the controller the hot-swap figures are taken on
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
@@ -77,31 +80,30 @@ def poll_seconds(start: float, check: Callable[[], bool], bound: float, what: st
     return time.monotonic() - start
 
 
-def hotswap_latencies(choice: accel.AccelChoice, artifacts: Path, swaps: int) -> dict[str, float]:
-    """On one guest: AER injection -> first good read, and device_add nvme-ns -> block device."""
-    topo = Topology.create(artifacts / "disks", controllers=3)
-    ns = topo.controller(2).namespaces[0]
-    spare = artifacts / "disks" / "spare.img"
-    create_image(spare, 32 << 20, b"spare")
-    vm, g, _ = boot_guest(guest_qemu_args(choice, topo), artifacts)
+def hotswap_latencies(cfg: RunConfig, choice: accel.AccelChoice, artifacts: Path, swaps: int) -> dict[str, object]:
+    """On one guest: AER injection -> first good read, and device_add nvme-ns -> the guest lists it."""
+    rig = Rig.boot(cfg, choice, Topology.create(artifacts / "disks", controllers=3), artifacts)
+    c, g = rig.ctrl(INDEX), rig.guest
+    hot = c.hot_namespace(nsid=2, image=rig.new_disk("spare", size_mib=32))
     aer, hotadd = [], []
     try:
-        vm.drive_add(drive_option("spare", spare))
+        rig.vm.drive_add(drive_option(hot.drive_id, hot.image))
         for _ in range(swaps):
-            vm.drive_del(ns.drive_id)
-            vm.drive_insert(ns.dev_id, ns.image)
+            disk = rig.current_disk(INDEX)
+            rig.pull(INDEX)
+            rig.reinsert(INDEX, c.namespaces[0].image)
             start = time.monotonic()
-            vm.aer_inject("rp2", "SDN")
+            rig.inject_aer(INDEX)
             aer.append(poll_seconds(start, lambda: g.run(
-                "dd if=/dev/nvme2n1 of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null").ok, 30, "a good read"))
+                f"dd if=/dev/{disk} of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null").ok, 30, "a good read"))
             start = time.monotonic()
-            vm.qmp("device_add", **namespace_props("hot", "spare", "nvme2", 2))
-            hotadd.append(poll_seconds(start, lambda: g.run("test -b /dev/nvme2n2").ok, 30, "nvme2n2"))
-            vm.device_del("hot")
-            poll_seconds(time.monotonic(), lambda: not g.run("test -b /dev/nvme2n2").ok, 30, "nvme2n2 gone")
+            rig.plug_namespace(hot)
+            hotadd.append(poll_seconds(start, lambda: g.namespace(rig.ctrl_name(INDEX), hot.nsid) is not None, 30,
+                                       f"NSID {hot.nsid} under {rig.ctrl_name(INDEX)}"))
+            rig.unplug_namespace(hot)
+            rig.wait_for_namespace_gone(INDEX, hot.nsid)
     finally:
-        g.close()
-        vm.shutdown()
+        rig.close()
         shutil.rmtree(artifacts / "disks", ignore_errors=True)
     return {"aer_recovery_s": statistics.median(aer), "aer_recovery_all_s": aer,
             "ns_hotadd_visible_s": statistics.median(hotadd), "ns_hotadd_visible_all_s": hotadd}
@@ -111,40 +113,24 @@ def spread(values: list[float]) -> dict[str, float | int]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
 
 
-def boot_times(choice: accel.AccelChoice, folder: Path, boots: int) -> list[float]:
-    """QEMU start -> working SSH session, `boots` times, of the configured guest."""
+def boot_times(cfg: RunConfig, choice: accel.AccelChoice, folder: Path, boots: int) -> list[float]:
+    """QEMU start -> working SSH session, `boots` times, of the configuration's guest."""
     out = []
     for i in range(boots):
         artifacts = folder / f"boot{i}"
-        topo = Topology.create(artifacts / "disks", controllers=3)
-        vm, g, seconds = boot_guest(guest_qemu_args(choice, topo), artifacts)
+        rig = Rig.boot(cfg, choice, Topology.create(artifacts / "disks", controllers=3), artifacts)
         try:
-            g.check("true")
+            rig.guest.check("true")
         finally:
-            g.close()
-            vm.shutdown()
+            rig.close()
             shutil.rmtree(artifacts / "disks", ignore_errors=True)
-        out.append(seconds)
+        out.append(rig.boot_seconds)
     return out
 
 
-def cloud_boot_times(choice: accel.AccelChoice, folder: Path, boots: int) -> list[float]:
-    """The same boots on the cloud-style guest (GUEST=cloud; built on first use)."""
-    saved = os.environ.get("GUEST")
-    os.environ["GUEST"] = "cloud"
-    try:
-        return boot_times(choice, folder, boots)
-    finally:
-        if saved is None:
-            os.environ.pop("GUEST", None)
-        else:
-            os.environ["GUEST"] = saved
-
-
-def suite_seconds(folder: Path) -> tuple[float, str]:
+def suite_seconds(cfg: RunConfig, folder: Path) -> tuple[float, str]:
     """The acceptance suite once, as check-acceptance runs it; (seconds, pytest's summary line)."""
-    env = dict(os.environ, QEMU=str(config.qemu_binary()), GUEST_DIR=str(config.guest_dir()),
-               RESULTS_DIR=str(folder))
+    env = dict(cfg.build_env(), QEMU=str(cfg.qemu_binary), GUEST_DIR=str(cfg.guest_dir), RESULTS_DIR=str(folder))
     env.pop(results.RUN_DIR_ENV, None)
     start = time.monotonic()
     jobs = min(os.cpu_count() or 1, 4)   # as the Makefile's JOBS default
@@ -211,37 +197,39 @@ def cold_to_first_result(folder: Path) -> dict[str, object]:
 
 
 def main() -> int:
+    cfg = RunConfig.from_env()
     figures: dict[str, object] = {}
     figures["qemu_build_cached_s"], qemu = timed(["bash", "scripts/build-qemu.sh"])
     figures.setdefault("qemu_build_cold_s", recorded_seconds(Path(qemu).parent.parent / "DONE", "build_seconds"))
     figures["guest_build_cached_s"], guest = timed(["bash", "images/build-guest.sh"])
     figures["guest_build_cold_s"] = recorded_seconds(Path(guest) / "manifest.json", "build_seconds")
 
-    choice = accel.choose()
+    choice = accel.choose(cfg)
     run = results.run_dir()
-    boots = boot_times(choice, run / "bench" / "boot", int(os.environ.get("BENCH_BOOTS", "5")))
+    boots = boot_times(cfg, choice, run / "bench" / "boot", int(os.environ.get("BENCH_BOOTS", "5")))
     figures["boot_to_ssh_s"] = {**spread(boots), "accel": choice.accel, "accel_reason": choice.reason}
-    caps = capabilities.probe(config.qemu_binary(), run / "bench" / "capability-probe")
+    caps = capabilities.probe(cfg, run / "bench" / "capability-probe")
     if caps.drive_insert_hmp and caps.nvme_ns_hotplug:
-        figures.update(hotswap_latencies(choice, run / "bench" / "hotswap",
+        figures.update(hotswap_latencies(cfg, choice, run / "bench" / "hotswap",
                                          int(os.environ.get("BENCH_SWAPS", "5"))))
     else:
         figures["aer_recovery_s"] = figures["ns_hotadd_visible_s"] = None
     if os.environ.get("BENCH_CLOUD", "1") != "0":
-        cloud_boots = cloud_boot_times(choice, run / "bench" / "cloud-boot", int(os.environ.get("BENCH_CLOUD_BOOTS", "5")))
+        cloud = dataclasses.replace(cfg, flavour="cloud")   # the same run, booting the cloud-style guest
+        cloud_boots = boot_times(cloud, choice, run / "bench" / "cloud-boot", int(os.environ.get("BENCH_CLOUD_BOOTS", "5")))
         figures["cloud_boot_to_ssh_s"] = spread(cloud_boots)
         figures["cloud_vs_fast_boot_ratio"] = statistics.median(cloud_boots) / statistics.median(boots)
     else:
         figures["cloud_vs_fast_boot_ratio"] = None
     if os.environ.get("BENCH_SUITE", "1") != "0":
-        figures["suite_warm_s"], figures["suite_summary"] = suite_seconds(run / "bench" / "suite")
+        figures["suite_warm_s"], figures["suite_summary"] = suite_seconds(cfg, run / "bench" / "suite")
     else:
         figures["suite_warm_s"] = None
     if os.environ.get("BENCH_REBUILD", "1") != "0":
         figures["rebuild_incremental_s"] = incremental_rebuild_seconds(run / "bench" / "rebuild")
     else:
         figures["rebuild_incremental_s"] = None
-    record = config.cache_root() / COLD_RECORD
+    record = cfg.cache_root / COLD_RECORD
     if os.environ.get("BENCH_COLD") == "1":
         cold = cold_to_first_result(run / "bench" / "cold")
         record.write_text(json.dumps(cold, indent=2) + "\n")
@@ -251,15 +239,15 @@ def main() -> int:
     figures["cold_to_first_result"] = cold
     if cold:
         figures["qemu_build_cold_s"] = cold["qemu_build_s"]
-    figures["qemu"] = str(config.qemu_binary())
-    figures["guest"] = str(config.guest_dir())
+    figures["qemu"] = str(cfg.qemu_binary)
+    figures["guest"] = str(cfg.guest_dir)
     (run / "bench.json").write_text(json.dumps(figures, indent=2) + "\n")
     print_table(figures)
     print(f"written: {run / 'bench.json'}")
     return 0
 
 
-TARGETS = {  # issue 6; None: no target, reported for context
+TARGETS = {  # figure -> (comparison, target); a figure without one is reported for context
     "boot_to_ssh_s": ("<=", 3.0), "suite_warm_s": ("<=", 180.0), "cold_to_first_result_s": ("<=", 600.0),
     "rebuild_incremental_s": ("<=", 60.0), "aer_recovery_s": ("<=", 1.0), "ns_hotadd_visible_s": ("<=", 1.0),
     "cloud_vs_fast_boot_ratio": (">=", 7.0),

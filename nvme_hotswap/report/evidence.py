@@ -21,8 +21,10 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from . import config, junit, klog
-from .guestfacts import KernelLine, parse_dmesg
+from .. import config
+from ..guest import klog
+from ..guest.facts import KernelLine, parse_dmesg
+from . import junit
 
 MARK = "nvme-hotswap: mark "     # written by Guest.klog_mark() right before each hot-swap
 NOT_SCENARIOS = ("test_monitor_errors.",)  # wrong input on purpose: not evidence of a hot-swap
@@ -384,7 +386,7 @@ def write_reports(run: Path) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    run = Path(argv[1]) if len(argv) > 1 else config.results_root() / "latest"
+    run = Path(argv[1]) if len(argv) > 1 else config.current().results_root / "latest"
     if not run.exists():
         print(f"no results at {run}: run `make check-acceptance` first", file=sys.stderr)
         return 1

@@ -1,17 +1,19 @@
 """Boot the test guest: the QEMU command line and the wait until SSH answers.
 
-Used by HotswapTest and by the benchmarks, so both measure and test the same machine.
+Used by the tests (through Rig), soak, fuzz and bench alike, so all of them measure and test the
+same machine.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from . import cloud, config, sshkey
-from .accel import AccelChoice
-from .guest import Guest
-from .machine import QemuMachine
-from .topology import Topology
+from ..config import ConfigError, RunConfig
+from ..guest import cloud, sshkey
+from ..guest.ssh import Guest
+from ..vm.accel import AccelChoice
+from ..vm.machine import QemuMachine
+from ..vm.topology import NIC_SLOT, Topology
 
 BOOT_TIMEOUT_S = 180.0     # serial marker; TCG on a loaded 2-core machine
 SSH_TIMEOUT_S = 60.0
@@ -36,51 +38,51 @@ def vcpus(accel: AccelChoice) -> str:
     return "1" if accel.accel == "tcg" else "2"
 
 
-def guest_qemu_args(accel: AccelChoice, topology: Topology, native_pcie_hotplug: bool = True,
-              extra_kernel_args: str = "") -> list[str]:
+def guest_qemu_args(cfg: RunConfig, accel: AccelChoice, topology: Topology, native_pcie_hotplug: bool = True,
+                    extra_kernel_args: str = "") -> list[str]:
     """The machine (q35, or virt for GUEST_ARCH=aarch64), the guest kernel and initramfs, slirp with
     SSH forwarded to a free loopback port.
 
-    Guest flavour (config.guest_flavour): `fast` boots the initramfs guest; `cloud` boots a rootfs
+    Guest flavour (cfg.flavour): `fast` boots the initramfs guest; `cloud` boots a rootfs
     disk with a NoCloud seed instead (nvme_hotswap/cloud.py). The rest of the machine is the same.
     """
-    platform = config.guest_arch()
-    if config.guest_flavour() == "cloud":
-        boot = cloud.qemu_boot_args(extra_kernel_args)
+    platform = cfg.arch
+    if cfg.flavour == "cloud":
+        boot = cloud.qemu_boot_args(cfg, extra_kernel_args)
     else:
-        guest_dir = config.guest_dir()
+        guest_dir = cfg.guest_dir
         boot = [*platform.firmware,
                 "-kernel", str(guest_dir / platform.kernel_file), "-initrd", str(guest_dir / "initramfs.img"),
                 "-append", " ".join(a for a in (f"console={platform.console}", KERNEL_ARGS, sshkey.kernel_arg(),
                                           platform.firmware_kernel_args, extra_kernel_args) if a)]
     args = ["-machine", platform.machine, *accel_args(accel), "-cpu", platform.cpu, "-smp", vcpus(accel), "-m", "1024",
             "-nodefaults", "-display", "none", "-no-user-config", "-no-reboot",
-            *config.firmware_args(), *boot,
+            *cfg.firmware_args(), *boot,
             "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
-            "-device", "virtio-net-pci,netdev=net0,romfile=,bus=pcie.0,addr=0x3"]
+            "-device", f"virtio-net-pci,netdev=net0,romfile=,bus=pcie.0,addr=0x{NIC_SLOT:x}"]
     if native_pcie_hotplug:
-        # q35's default ACPI PCI hotplug breaks AER recovery (FACTS.md); native PCIe hotplug is
+        # q35's default ACPI PCI hotplug breaks AER recovery (test_acpi_hotplug_recovery); native PCIe hotplug is
         # what the series' author had on aarch64 virt (where it is the only kind).
         args += platform.native_hotplug_args
     elif not platform.acpi_pci_hotplug:
-        raise config.ConfigError(f"{platform.machine} has no ACPI PCI hotplug; only native PCIe hotplug")
+        raise ConfigError(f"{platform.machine} has no ACPI PCI hotplug; only native PCIe hotplug")
     return args + topology.qemu_args()
 
 
-def boot_guest(args: list[str], artifacts: Path, name: str = "vm") -> tuple[QemuMachine, Guest, float]:
+def boot_guest(cfg: RunConfig, args: list[str], artifacts: Path, name: str = "vm") -> tuple[QemuMachine, Guest, float]:
     """Launch QEMU, wait for the guest's sshd, connect; return (vm, guest, seconds).
 
     If anything fails the VM is ended before the error propagates.
     """
     start = time.monotonic()
-    vm = QemuMachine(config.qemu_binary(), args, artifacts, name=name)
+    vm = QemuMachine(cfg.qemu_binary, args, artifacts, name=name)
     vm.launch()
     try:
-        if config.guest_flavour() == "cloud":
+        if cfg.flavour == "cloud":
             # No console marker (a cloud image prints a login prompt): retry SSH within the
             # boot bound until sshd answers and cloud-init has installed the key.
             guest = Guest(vm.usernet_ssh_port(), sshkey.private_key_file(), artifacts / f"{name}-ssh.log",
-                          user=config.cloud_user())
+                          user=cfg.cloud_user)
             guest.connect(BOOT_TIMEOUT_S, alive=vm.is_running)
         else:
             Guest.wait_for_console(vm.console_text, BOOT_TIMEOUT_S, vm.is_running)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import config
+from ..config import RunConfig
 
 PROBE_MARKER = b"KVMOK"
 PROBE_TIMEOUT_S = 5.0
@@ -48,7 +48,7 @@ class AccelChoice:
         return f"{self.accel} ({self.reason})"
 
 
-def probe_kvm(qemu: Path) -> tuple[bool, str]:
+def probe_kvm(qemu: Path, firmware_args: list[str]) -> tuple[bool, str]:
     """Run the probe ROM under KVM; return (works, what was observed)."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False, "/dev/kvm is absent or not accessible"
@@ -58,7 +58,7 @@ def probe_kvm(qemu: Path) -> tuple[bool, str]:
         serial = Path(tmp, "serial.out")
         args = [str(qemu), "-machine", "q35,accel=kvm", "-cpu", "max", "-m", "64", "-nodefaults",
                 "-display", "none", "-no-user-config", "-bios", str(rom),
-                *config.firmware_args(),
+                *firmware_args,
                 "-serial", f"file:{serial}", "-no-reboot"]
         start = time.monotonic()
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -80,13 +80,13 @@ def probe_kvm(qemu: Path) -> tuple[bool, str]:
 
 
 @functools.cache
-def choose(qemu: Path | None = None) -> AccelChoice:
+def choose(cfg: RunConfig) -> AccelChoice:
     """Honour ACCEL=kvm|tcg; for ACCEL=auto pick KVM only when the probe shows it works."""
-    requested = config.requested_accel()
-    if requested != "auto":
-        return AccelChoice(requested, f"ACCEL={requested} requested")
-    guest = config.guest_arch()
+    if cfg.accel != "auto":
+        return AccelChoice(cfg.accel, f"ACCEL={cfg.accel} requested")
+    guest = cfg.arch
     if not guest.host_can_run_natively:
-        return AccelChoice("tcg", f"auto: an {guest.name} guest on an {platform.machine()} host (KVM runs only the host's architecture)")
-    works, observed = probe_kvm(qemu or config.qemu_binary())
+        return AccelChoice("tcg", f"auto: an {guest.name} guest on an {platform.machine()} host "
+                                  "(KVM runs only the host's architecture)")
+    works, observed = probe_kvm(cfg.qemu_binary, cfg.firmware_args())
     return AccelChoice("kvm" if works else "tcg", f"auto: {observed}")

@@ -10,7 +10,7 @@ import functools
 import tempfile
 from pathlib import Path
 
-from . import config
+from ..config import RunConfig
 from .machine import MonitorError, QemuMachine
 
 #: The QMP command our series puts under HMP drive_insert (patches/, QEMU policy: HMP on QMP).
@@ -45,14 +45,15 @@ class Capabilities:
         return dataclasses.asdict(self)
 
 
-def probe(qemu: Path, artifacts: Path) -> Capabilities:
+def probe(cfg: RunConfig, artifacts: Path) -> Capabilities:
     """Start QEMU paused (-S) with one controller and try each capability for real."""
+    qemu = cfg.qemu_binary
     with tempfile.TemporaryDirectory(prefix="nvme-hotswap-probe-") as tmp:
         disk = Path(tmp, "probe.img")
         disk.write_bytes(b"\0" * (1 << 20))
         vm = QemuMachine(qemu, [
-            "-machine", f"{config.guest_arch().machine},accel=tcg", "-S", "-nodefaults", "-display", "none", "-no-user-config",
-            *config.firmware_args(),
+            "-machine", f"{cfg.arch.machine},accel=tcg", "-S", "-nodefaults", "-display", "none", "-no-user-config",
+            *cfg.firmware_args(),
             "-device", "pcie-root-port,id=rp0,chassis=1",
             "-device", "nvme,id=nvme0,serial=PROBE0,bus=rp0",
             "-drive", f"if=none,id=drv0,file={disk},format=raw",
@@ -63,7 +64,8 @@ def probe(qemu: Path, artifacts: Path) -> Capabilities:
             version_text = f"{version['major']}.{version['minor']}.{version['micro']}"
             try:
                 vm.qmp("device_add", driver="nvme-ns", id="ns0", drive="drv0", bus="nvme0", nsid=1)
-                ns_ok, ns_detail = True, "device_add nvme-ns accepted on a running controller"
+                ns_ok, ns_detail = True, ("device_add nvme-ns accepted at run time on a controller of a paused machine "
+                                       "(-S: no guest has enabled it)")
             except MonitorError as exc:
                 ns_ok, ns_detail = False, str(exc).removeprefix("QMP device_add failed: ")
             help_text = vm.hmp("help drive_insert").strip()
@@ -79,12 +81,13 @@ def probe(qemu: Path, artifacts: Path) -> Capabilities:
 
 
 @functools.cache
-def of_qemu_under_test(artifacts: Path) -> Capabilities:
-    return probe(config.qemu_binary(), artifacts)
+def of_qemu_under_test(cfg: RunConfig, artifacts: Path) -> Capabilities:
+    """The probe of the run's QEMU, once per process."""
+    return probe(cfg, artifacts)
 
 
-def first_missing(qemu: Path, artifacts: Path, needs: tuple[str, ...]) -> str | None:
-    """Probe `qemu`; why it cannot serve `needs` (the first capability it lacks), or None.
-    For the tools outside the test suite (soak, fuzz) that need the series as a whole."""
-    caps = probe(qemu, artifacts)
+def first_missing(cfg: RunConfig, artifacts: Path, needs: tuple[str, ...]) -> str | None:
+    """Probe the QEMU; why it cannot serve `needs` (the first capability it lacks), or None.
+    For the programs outside the test suite (soak, fuzz) that need the series as a whole."""
+    caps = probe(cfg, artifacts)
     return next((reason for reason in map(caps.missing, needs) if reason), None)

@@ -3,7 +3,7 @@
 Layout of a run folder:
   junit.xml                    pytest's JUnit report (CI systems read it)
   environment.json             QEMU, its capabilities, accelerator, guest, host, packages
-  tests/<test id>/             per-test artifacts: debug.log, console, QEMU stderr,
+  tests/<test id>/             per-test artifacts: test.log, console, QEMU stderr,
                                monitor transcript, SSH transcript, guest kernel log
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from . import config
+from .. import config
 
 RUN_DIR_ENV = "NVME_HOTSWAP_RUN_DIR"
 
@@ -28,7 +28,7 @@ def run_dir() -> Path:
         path = Path(existing)
         path.mkdir(parents=True, exist_ok=True)
         return path
-    root = config.results_root()
+    root = config.current().results_root
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
     path = root / stamp
     n = 1

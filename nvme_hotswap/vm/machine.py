@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from qemu.qmp import ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from .wait import WaitTimeout
+from ..wait import WaitTimeout
 
 LOG = logging.getLogger("nvme_hotswap.machine")
 
@@ -88,6 +88,11 @@ class QemuMachine:
     def socket_dir(self) -> str | None:
         """The private (0700) folder of the QMP socket, None before launch()."""
         return self._sockdir
+
+    @property
+    def returncode(self) -> int | None:
+        """QEMU's exit status once it ended (negative: the signal that ended it), else None."""
+        return None if self.proc is None else self.proc.poll()
 
     def is_running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -182,13 +187,11 @@ class QemuMachine:
                 self._events.append(ev)
 
     # --- verbs of the hot-swap sequences -----------------------------------------------------
-    def device_add(self, driver: str, **props: Any) -> None:
-        self.qmp("device_add", driver=driver, **props)
-
-    def device_del(self, dev_id: str, timeout: float = 60.0) -> dict[str, Any]:
-        """device_del and wait for its DEVICE_DELETED (matched on data.device: children come first)."""
+    def device_del(self, dev_id: str, timeout: float = 60.0, wait: bool = True) -> dict[str, Any] | None:
+        """device_del and (unless not `wait`) wait for its DEVICE_DELETED, matched on data.device:
+        a namespace child's event comes first and has no `device` key."""
         self.qmp("device_del", id=dev_id)
-        return self.event_wait("DEVICE_DELETED", timeout, match={"device": dev_id})
+        return self.event_wait("DEVICE_DELETED", timeout, match={"device": dev_id}) if wait else None
 
     def drive_del(self, drive_id: str) -> None:
         self.hmp_ok(f"drive_del {drive_id}")
@@ -199,9 +202,13 @@ class QemuMachine:
         if out.strip() != "OK":
             raise MonitorError(f"HMP drive_add 0 {drive_option}: {out.strip()}")
 
-    def drive_insert(self, device: str, image: Path) -> None:
+    def drive_insert(self, device: str, image: Path | str, fmt: str | None = None) -> None:
         """The series' HMP drive_insert: reconnect `image` to `device` after drive_del."""
-        self.hmp_ok(f"drive_insert {device} {image}")
+        self.hmp_ok(f"drive_insert {device} {image}" + (f" {fmt}" if fmt else ""))
+
+    def blockdev_reconnect(self, qom_path: str, node_name: str) -> None:
+        """The QMP command under drive_insert: attach block node `node_name` to the device's empty backend."""
+        self.qmp("x-blockdev-reconnect", id=qom_path, **{"node-name": node_name})
 
     def aer_inject(self, port: str, error: str) -> None:
         """Inject an AER error at a root port (HMP only; e.g. SDN = Surprise Down)."""

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import shutil
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
-from . import config, sshkey
+from ..config import ConfigError, RunConfig
+from . import sshkey
 
 ROOT_LABEL = "cloudroot"
 ROOT_SLOT, SEED_SLOT = "0x1e", "0x1d"
@@ -52,7 +54,7 @@ def seed_image() -> Path:
     """The NoCloud seed for this run: a 2 MiB FAT volume labelled CIDATA (dosfstools + mtools)."""
     for tool in ("mkfs.vfat", "mcopy"):
         if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
-            raise config.ConfigError(f"{tool} is needed for the NoCloud seed (Debian's dosfstools and mtools: "
+            raise ConfigError(f"{tool} is needed for the NoCloud seed (Debian's dosfstools and mtools: "
                                      "scripts/install-host-deps.sh)")
     d = _seed_dir()
     (d / "user-data").write_text(user_data(sshkey.public_key_line()))
@@ -69,18 +71,18 @@ def _format_of(image: Path) -> str:
         return "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
 
 
-def qemu_boot_args(extra_kernel_args: str = "") -> list[str]:
+def qemu_boot_args(cfg: RunConfig, extra_kernel_args: str = "") -> list[str]:
     """The root disk, the seed and (for our image) the direct kernel boot."""
-    image = config.cloud_image()
+    image = cfg.image
     if image is None:
-        d = config.cloud_dir()
+        d = cfg.cloud_dir
         root, fmt = d / "rootfs.img", "raw"
         boot = ["-kernel", str(d / "vmlinuz"), "-initrd", str(d / "initrd.img"),
                 "-append", f"{KERNEL_ARGS} {extra_kernel_args}".strip()]
         bootindex = ""
     else:
         if extra_kernel_args:
-            raise config.ConfigError(f"IMAGE={image} boots by its own bootloader: kernel arguments "
+            raise ConfigError(f"IMAGE={image} boots by its own bootloader: kernel arguments "
                                      f"({extra_kernel_args!r}) cannot be passed; this test needs our image")
         root, fmt, boot, bootindex = image, _format_of(image), [], ",bootindex=0"
     return boot + [
@@ -91,11 +93,9 @@ def qemu_boot_args(extra_kernel_args: str = "") -> list[str]:
     ]
 
 
-def manifest() -> dict[str, object]:
+def manifest(cfg: RunConfig) -> dict[str, object]:
     """What environment.json records about the cloud guest."""
-    import json
-    image = config.cloud_image()
-    if image is not None:
-        return {"flavour": "cloud", "image": str(image), "user": config.cloud_user(), "boot": "own bootloader (SeaBIOS)"}
-    m = config.cloud_dir() / "manifest.json"
-    return json.loads(m.read_text()) if m.exists() else {"flavour": "cloud", "dir": str(config.cloud_dir())}
+    if cfg.image is not None:
+        return {"flavour": "cloud", "image": str(cfg.image), "user": cfg.cloud_user, "boot": "own bootloader (SeaBIOS)"}
+    m = cfg.cloud_dir / "manifest.json"
+    return dict(json.loads(m.read_text())) if m.exists() else {"flavour": "cloud", "dir": str(cfg.cloud_dir)}

@@ -7,7 +7,6 @@ which they run on with `arch:` tags (avocado's convention); HotswapTest cancels 
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 
 
@@ -43,7 +42,7 @@ X86_64 = Arch(
     # qboot numbers the root ports' secondary buses in reverse slot order (rp2 -> bus 1); Linux then
     # renumbers them depth-first, as SeaBIOS and real firmware do, so nvmeN sits at 0000:0(N+1):00.0.
     firmware_kernel_args="pci=assign-busses",
-    # q35's default ACPI PCI hotplug breaks AER recovery (FACTS.md): turn it off for native pciehp.
+    # q35's default ACPI PCI hotplug breaks AER recovery (native PCIe hotplug is what AER recovery needs: docs/guests.md): turn it off for native pciehp.
     native_hotplug_args=("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"),
     acpi_pci_hotplug=True,
 )
@@ -61,14 +60,6 @@ AARCH64 = Arch(
 )
 
 ARCHES = {a.name: a for a in (X86_64, AARCH64)}
-
-
-def current() -> Arch:
-    """GUEST_ARCH=x86_64|aarch64 (default x86_64)."""
-    name = os.environ.get("GUEST_ARCH") or "x86_64"
-    if name not in ARCHES:
-        raise ValueError(f"GUEST_ARCH={name!r}: use one of {', '.join(ARCHES)}")
-    return ARCHES[name]
 
 
 def tagged_arches(test_tags: list[str]) -> list[str]:

@@ -28,10 +28,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import config, junit, results
-from .mutation import _terminate, run_logged
+from ..config import RunConfig
+from ..report import junit, results
+from .proc import run_logged, sigterm_as_interrupt
 
-ROOT = config.ROOT
 FAILED = ("failed", "error")
 
 # A cell: the variables that select its guest (the rest of the environment is shared).
@@ -90,7 +90,7 @@ def run_cell(name: str, folder: Path, env: dict[str, str], pytest_args: list[str
     latest = folder / "latest"
     if not (latest / "junit.xml").is_file():
         return {"exit": rc, "tests": {"(pytest)": {"outcome": "error", "seconds": 0}}}
-    run_logged([sys.executable, "-m", "nvme_hotswap.evidence", str(latest.resolve())], cenv, folder / "evidence.log")
+    run_logged([sys.executable, "-m", "nvme_hotswap.report.evidence", str(latest.resolve())], cenv, folder / "evidence.log")
     env_json = latest / "environment.json"
     environment = json.loads(env_json.read_text()) if env_json.is_file() else {}
     guest_info = environment.get("guest") or {}
@@ -101,7 +101,7 @@ def run_cell(name: str, folder: Path, env: dict[str, str], pytest_args: list[str
 
 def run_mutants(folder: Path, env: dict[str, str]) -> dict[str, object]:
     folder.mkdir(parents=True, exist_ok=True)
-    rc, _ = run_logged([sys.executable, "-m", "nvme_hotswap.mutation"], {**env, "RESULTS_DIR": str(folder)},
+    rc, _ = run_logged([sys.executable, "-m", "nvme_hotswap.programs.mutation"], {**env, "RESULTS_DIR": str(folder)},
                        folder / "mutation.log")
     table = folder / "latest" / "mutation.json"
     rows = json.loads(table.read_text()) if table.is_file() else []
@@ -185,8 +185,8 @@ def last_line(history: Path) -> dict | None:
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, _terminate)
-    history = Path(os.environ.get("NIGHTLY_HISTORY", config.results_root() / "nightly-history.jsonl"))
+    sigterm_as_interrupt()
+    history = Path(os.environ.get("NIGHTLY_HISTORY", RunConfig.from_env().results_root / "nightly-history.jsonl"))
     cells = os.environ.get("NIGHTLY_CELLS", DEFAULT_CELLS).split()
     unknown = [c for c in cells if c not in CELLS]
     if unknown:

@@ -11,22 +11,21 @@ A control run comes first: the same scenarios on our QEMU build without the seri
 cancel with a "QEMU lacks ..." reason, none may run or fail (a test that needs the series but
 lacks its `needs:` tag shows up here).
 
-    .venv/bin/python -m nvme_hotswap.mutation            # every mutant (make check-mutants)
-    MUTANTS="no-aen-on-plug unplug-keeps-nsid" ...       # only these
+    make check-mutants                                   # every mutant
+    MUTANTS="no-aen-on-plug unplug-keeps-nsid" make check-mutants   # only these
 """
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from . import config, junit, results
+from ..config import ROOT, RunConfig
+from ..report import junit, results
+from .proc import run_logged, sigterm_as_interrupt
 
-ROOT = config.ROOT
 MUTANTS_DIR = ROOT / "patches" / "mutants"
 SELECT = "needs_nvme_ns_hotplug or needs_drive_insert or needs_reconnect_qmp"
 
@@ -48,33 +47,6 @@ def junit_outcome(path: Path) -> dict[str, object]:
     failed = [c for c in ran if c.outcome in ("failed", "error")]
     first = f"{failed[0].short_name}: {failed[0].message[:160] or failed[0].outcome}" if failed else ""
     return {"tests_run": len(ran), "failed": len(failed), "first_failure": first}
-
-
-CHILD_BOUND_S = 1800.0   # one build or one pytest run; a QEMU build is ~6 min cold, a run ~3 min
-
-
-def run_logged(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, str]:
-    """Run `cmd` with stdout+stderr into `log`; return its exit status and last stdout line.
-
-    Bounded by CHILD_BOUND_S (then exit status -1 and a line in the log). On Ctrl-C/SIGTERM or
-    the bound, the child is ended by its PID (pytest then ends its QEMUs by PID)."""
-    stdout, timed_out = "", False
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=out, text=True)
-        try:
-            stdout, _ = proc.communicate(timeout=CHILD_BOUND_S)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            out.write(f"\n{' '.join(cmd)}: still running after {CHILD_BOUND_S:g} s, ended by PID {proc.pid}\n")
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=120)
-        out.write(stdout)
-    if timed_out:
-        return -1, ""
-    lines = stdout.strip().splitlines()
-    return proc.returncode, lines[-1] if lines else ""
 
 
 def build_and_run(row: dict[str, object], build_env: dict[str, str], pytest_args: list[str],
@@ -152,12 +124,8 @@ def table(rows: list[dict[str, object]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _terminate(signum, frame):  # noqa: ANN001 - signal handler signature
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> int:
-    signal.signal(signal.SIGTERM, _terminate)
+    sigterm_as_interrupt()
     wanted = os.environ.get("MUTANTS", "").split()
     diffs = sorted(MUTANTS_DIR.glob("*.diff"))
     if wanted:
@@ -170,7 +138,7 @@ def main() -> int:
         print(f"no mutants in {MUTANTS_DIR}", file=sys.stderr)
         return 2
     run = results.run_dir()
-    guest = str(config.guest_dir())
+    guest = str(RunConfig.from_env().guest_dir)
     rows = []
     if not wanted:
         print("control: the scenarios on QEMU without the series must all cancel ...", flush=True)

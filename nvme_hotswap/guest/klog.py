@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from .guestfacts import KernelLine
+from .facts import KernelLine
 
 # Boot-time sanity of a PCIe root port: AER service bound, native hotplug (pciehp) on the slot.
 AER_ENABLED = r"pcieport {port}: AER: enabled with IRQ \d+"

@@ -1,7 +1,8 @@
 """Soak: many hot-swap cycles of each sequence on ONE guest (make soak, SOAK_CYCLES, default 100).
 
 A regression suite boots a fresh guest per test; a storage stack lives for months. This runs the
-two sequences of the series back to back on one VM, on controller 2 (nvme2 at 0000:03:00.0):
+two sequences of the series back to back on one VM, on controller 2 (nvme2 at 0000:03:00.0),
+through the same Rig verbs as the tests:
 
   namespace: guest writes and fsyncs a random block; device_del nvme-ns, drive_del; the block is
              in the backing file (host sha256); a new file with a fresh label is drive_add'ed and
@@ -28,17 +29,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import accel, capabilities, config, klog, results
-from .boot import boot_guest, guest_qemu_args
-from .guest import Guest
-from .machine import QemuMachine
-from .topology import Topology, create_image, drive_option, image_sha256, namespace_props
-from .wait import wait_until
+from ..config import RunConfig
+from ..guest import klog
+from ..hotswap.rig import Rig
+from ..report import results
+from ..vm import accel, capabilities
+from ..vm.topology import Topology, image_sha256
 
 WARMUP = 10             # cycles before the resource baseline is taken
 RSS_BOUND_MIB = 16.0    # RSS growth allowed from the end of warm-up to the last cycle
 BLOCK_OFFSET = 256      # 1 MiB into the namespace: away from the label in block 0
-RECOVERY_TIMEOUT_S = 30.0
+INDEX = 2               # the controller the cycles act on
 
 
 @dataclass
@@ -95,65 +96,43 @@ def summary(samples: list[Sample], warmup: int = WARMUP) -> dict[str, dict[str, 
 
 
 class Soak:
-    """One guest, three controllers; both sequences act on controller 2."""
+    """One guest, three controllers; both sequences act on controller INDEX."""
 
-    def __init__(self, vm: QemuMachine, guest: Guest, topo: Topology, workdir: Path) -> None:
-        self.vm, self.guest, self.topo, self.workdir = vm, guest, topo, workdir
-        self.c = topo.controller(2)
-        self.ns = self.c.namespaces[0]
-        self.names = guest.nvme_names()
-        self.ctrl_name = self.names[self.c.pci_address][0]
-        self.image = self.ns.image   # the file currently behind ns2
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.ns = rig.ctrl(INDEX).namespaces[0]
+        self.image = self.ns.image   # the file currently behind the namespace
         self.lost_blocks = 0
 
-    def disk(self) -> str:
-        info = self.guest.namespace(self.ctrl_name, self.ns.nsid)
-        if info is None:
-            raise SoakFailure(f"NSID {self.ns.nsid} is not under {self.ctrl_name}")
-        return info.block
-
     def check_after(self, cycle: str) -> None:
-        names = self.guest.nvme_names()
-        if names != self.names:
-            raise SoakFailure(f"{cycle}: guest names changed: {self.names} -> {names}")
-        trouble = klog.trouble(self.guest.klog())
+        names = self.rig.guest.nvme_names()
+        if names != self.rig.boot_names:
+            raise SoakFailure(f"{cycle}: guest names changed: {self.rig.boot_names} -> {names}")
+        trouble = klog.trouble(self.rig.guest.klog())
         if trouble:
             raise SoakFailure(f"{cycle}: guest kernel log reports trouble:\n{trouble[0]}")
 
     def namespace_cycle(self, i: int) -> None:
-        disk = self.disk()
-        digest = self.guest.write_random(disk, BLOCK_OFFSET, 1)
-        self.vm.device_del(self.ns.dev_id)
-        wait_until(lambda: self.guest.namespace(self.ctrl_name, self.ns.nsid) is None, 20,
-                   f"NSID {self.ns.nsid} to leave {self.ctrl_name}")
-        self.vm.drive_del(self.ns.drive_id)
-        if image_sha256(self.image, BLOCK_OFFSET, 1) != digest:
-            self.lost_blocks += 1
-            raise SoakFailure(f"namespace cycle {i}: the fsync'd block is not in {self.image.name}")
+        guest = self.rig.guest
+        digest = guest.write_random(self.rig.current_disk(INDEX), BLOCK_OFFSET, 1)
+        old = self.image
         label = f"nvme-hotswap soak {i} {secrets.token_hex(4)}\n".encode()
-        new = self.workdir / f"ns-{i % 2}.img"
-        create_image(new, 64 << 20, label)
-        self.vm.drive_add(drive_option(self.ns.drive_id, new))
-        self.vm.qmp("device_add", **namespace_props(self.ns.dev_id, self.ns.drive_id, self.c.dev_id, self.ns.nsid))
-        wait_until(lambda: self.guest.namespace(self.ctrl_name, self.ns.nsid), 20,
-                   f"NSID {self.ns.nsid} to return under {self.ctrl_name}")
-        head = self.guest.read_head(self.disk(), len(label))
+        new = self.rig.new_disk(f"ns-{i % 2}", label=label)
+        self.rig.namespace_swap(INDEX, new)
+        if image_sha256(old, BLOCK_OFFSET, 1) != digest:
+            self.lost_blocks += 1
+            raise SoakFailure(f"namespace cycle {i}: the fsync'd block is not in {old.name}")
+        head = guest.read_head(self.rig.current_disk(INDEX), len(label))
         if head != label:
             raise SoakFailure(f"namespace cycle {i}: the guest reads {head!r}, not the new file's label {label!r}")
         self.image = new
         self.check_after(f"namespace cycle {i}")
 
     def reconnect_cycle(self, i: int) -> None:
-        disk = self.disk()
-        digest = self.guest.write_random(disk, BLOCK_OFFSET, 1)
-        mark = self.guest.klog_mark()
-        self.vm.drive_del(self.ns.drive_id)
-        self.vm.drive_insert(self.ns.dev_id, self.image)
-        self.vm.aer_inject(self.c.port_id, "SDN")
-        ok = klog.pattern(klog.RECOVERY_OK, port=self.c.port_pci_address)
-        wait_until(lambda: any(ok.search(l.text) for l in self.guest.klog_since(mark)), RECOVERY_TIMEOUT_S,
-                   f"reconnect cycle {i}: 'device recovery successful' on {self.c.port_pci_address}")
-        if self.guest.read_sha256(self.disk(), BLOCK_OFFSET, 1) != digest:
+        guest = self.rig.guest
+        digest = guest.write_random(self.rig.current_disk(INDEX), BLOCK_OFFSET, 1)
+        self.rig.reconnect(INDEX, self.image)
+        if guest.read_sha256(self.rig.current_disk(INDEX), BLOCK_OFFSET, 1) != digest:
             self.lost_blocks += 1
             raise SoakFailure(f"reconnect cycle {i}: the fsync'd block did not survive the pull")
         self.check_after(f"reconnect cycle {i}")
@@ -163,21 +142,22 @@ def main() -> int:
     cycles = int(os.environ.get("SOAK_CYCLES", "100"))
     run = results.run_dir()
     workdir = run / "soak"
-    reason = capabilities.first_missing(config.qemu_binary(), workdir / "capability-probe", ("nvme_ns_hotplug", "drive_insert"))
+    cfg = RunConfig.from_env()
+    reason = capabilities.first_missing(cfg, workdir / "capability-probe", ("nvme_ns_hotplug", "drive_insert"))
     if reason:
         print(f"soak: cannot run: {reason}", file=sys.stderr)
         return 2
-    choice = accel.choose()
-    topo = Topology.create(workdir / "disks", controllers=3)
-    vm, guest, boot_s = boot_guest(guest_qemu_args(choice, topo), workdir)
+    choice = accel.choose(cfg)
+    rig = Rig.boot(cfg, choice, Topology.create(workdir / "disks", controllers=3), workdir)
+    vm = rig.vm
     samples: list[Sample] = []
     failure = None
     soak = None
     start = time.monotonic()
     try:
-        soak = Soak(vm, guest, topo, workdir / "disks")
-        print(f"soak: {cycles} cycles of each sequence on {soak.ctrl_name} ({topo.controller(2).pci_address}), "
-              f"QEMU pid {vm.pid}, accel {choice.accel}; guest up in {boot_s:.1f} s", flush=True)
+        soak = Soak(rig)
+        print(f"soak: {cycles} cycles of each sequence on {rig.ctrl_name(INDEX)} ({rig.ctrl(INDEX).pci_address}), "
+              f"QEMU pid {vm.pid}, accel {choice.accel}; guest up in {rig.boot_seconds:.1f} s", flush=True)
         for seq, step in (("namespace", soak.namespace_cycle), ("reconnect", soak.reconnect_cycle)):
             for i in range(1, cycles + 1):
                 t0 = time.monotonic()
@@ -194,8 +174,7 @@ def main() -> int:
     except Exception as exc:  # any failure ends the soak, with its cycle named
         failure = f"{type(exc).__name__}: {exc}"
     finally:
-        guest.close()
-        vm.shutdown()
+        rig.close()
     problems = ([failure] if failure else []) + check_bounds(samples)
     figures = {"cycles_per_sequence": cycles, "cycles_done": len(samples), "seconds": time.monotonic() - start,
                "lost_blocks": soak.lost_blocks if soak else None, "warmup": WARMUP, "rss_bound_mib": RSS_BOUND_MIB,

@@ -1,0 +1,45 @@
+"""Child processes of the programs: bounded, logged, and ended by PID on Ctrl-C, SIGTERM or the bound."""
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+from types import FrameType
+
+from ..config import ROOT
+
+CHILD_BOUND_S = 1800.0   # one build or one pytest run; a QEMU build is ~6 min cold, a run ~3 min
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def sigterm_as_interrupt(*signums: signal.Signals) -> None:
+    """SIGTERM (and `signums`) end the program as Ctrl-C does, so every `finally` ends its QEMU by PID."""
+    for signum in (signal.SIGTERM, *signums):
+        signal.signal(signum, _interrupt)
+
+
+def run_logged(cmd: list[str], env: dict[str, str], log: Path, bound: float = CHILD_BOUND_S) -> tuple[int, str]:
+    """Run `cmd` with stdout+stderr into `log`; return its exit status and last stdout line.
+
+    Bounded by `bound` seconds (then exit status -1 and a line in the log). On Ctrl-C/SIGTERM or
+    the bound, the child is ended by its PID (pytest then ends its QEMUs by PID)."""
+    stdout, timed_out = "", False
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=out, text=True)
+        try:
+            stdout, _ = proc.communicate(timeout=bound)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            out.write(f"\n{' '.join(cmd)}: still running after {bound:g} s, ended by PID {proc.pid}\n")
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=120)
+        out.write(stdout or "")
+    if timed_out:
+        return -1, ""
+    lines = stdout.strip().splitlines()
+    return proc.returncode, lines[-1] if lines else ""

@@ -1,0 +1,1 @@
+"""Driving QEMU: one process and its monitor, the accelerator, architectures, devices, capabilities."""
