@@ -13,8 +13,9 @@ XDIST = $(if $(filter-out 1,$(JOBS)),-n $(JOBS))
 # QEMU under test: $(QEMU) if given, else our patched build (built on first use, then cached).
 RESOLVE_QEMU = $${QEMU:-$$(bash scripts/build-qemu.sh | tail -n 1)}
 RESOLVE_GUEST = $${GUEST_DIR:-$$(bash images/build-guest.sh | tail -n 1)}
-# Guest kernel: `make check-acceptance GUEST_KERNEL=trixie` runs on Debian 13's 6.12 (default bookworm,
-# 6.1). images/build-guest.sh reads it from the environment; exported so that holds however it is set.
+# Guest kernel: `make check-acceptance GUEST_KERNEL=trixie` runs on Debian 13's 6.12 (default bookworm-cloud,
+# Debian 12's 6.1 cloud flavour). images/build-guest.sh reads it from the environment; exported so that
+# holds however it is set.
 export GUEST_KERNEL
 # Guest flavour: `make check-acceptance GUEST=cloud` (or `make check-cloud`) boots the cloud-style guest
 # (images/build-cloud-image.sh; IMAGE=/path/to/cloud.qcow2 for your own, CLOUD_USER=debian|ubuntu).
@@ -23,94 +24,99 @@ export GUEST IMAGE CLOUD_USER
 # qemu-system-aarch64 and an arm64 guest and boots it on the virt machine (TCG on this host).
 export GUEST_ARCH
 
-.PHONY: help venv host-deps qemu qemu-unpatched guest check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud check-aarch64 nightly soak fuzz clean
+# `make help` prints every target's `## ` comment (target: prerequisites ## what it does), then the
+# lines below that start with `## `.
+## variables: QEMU=/path/to/qemu-system-x86_64  QEMU_SRC=/path/to/qemu.git  ACCEL=auto|kvm|tcg  PYTEST_ARGS=...
+##            JOBS=N (tests side by side, default: CPUs, at most 4; JOBS=1 one at a time)
+##            GUEST_KERNEL=bookworm-cloud|bookworm|trixie (guest kernel: bookworm-cloud, the default, is
+##              Debian 12's 6.1 cloud flavour; bookworm Debian 12's generic 6.1; trixie Debian 13's 6.12)
+##            GUEST_ARCH=x86_64|aarch64 (guest architecture: q35, default, or arm64 on virt)
 
-help:
-	@echo "make check-acceptance  build what is missing, run tests/acceptance, write the evidence report"
-	@echo "make check             the project's own tests: unit tests, the series' QEMU tests, acceptance, mutants"
-	@echo "make check-mutants     mutation check: every broken variant in patches/mutants/ must fail a scenario"
-	@echo "make qemu              build (or find) patched QEMU; prints the binary path last"
-	@echo "make qemu-unpatched    the same QEMU without our series (for comparisons)"
-	@echo "make guest             build (or find) the guest; prints its directory last"
-	@echo "make bench             speed figures against their targets (README.md, \"Benchmarks\")"
-	@echo "make soak              SOAK_CYCLES (100) hot-swap cycles of each sequence on one guest: names, data, RSS, fds"
-	@echo "make fuzz              seeded random monitor sequences under guest I/O: QEMU must answer all, never abort"
-	@echo "make check-cloud       check-acceptance on the cloud-style guest (GUEST=cloud; IMAGE=/path/to/cloud.qcow2)"
-	@echo "make cloud-image       build (or find) the cloud-style guest image; prints its directory last"
-	@echo "make check-aarch64     check-acceptance on an arm64 guest on QEMU's virt machine (GUEST_ARCH=aarch64)"
-	@echo "make nightly           build QEMU, run the guest matrix, compare with the last night (README.md, \"Nightly\")"
-	@echo "variables: QEMU=/path/to/qemu-system-x86_64  QEMU_SRC=/path/to/qemu.git  ACCEL=auto|kvm|tcg  PYTEST_ARGS=..."
-	@echo "           JOBS=N (tests side by side, default: CPUs, at most 4; JOBS=1 one at a time)"
-	@echo "           GUEST_KERNEL=bookworm|trixie (guest kernel: Debian 12 6.1, default, or Debian 13 6.12)"
-	@echo "           GUEST_ARCH=x86_64|aarch64 (guest architecture: q35, default, or arm64 on virt)"
+.PHONY: help venv host-deps qemu qemu-unpatched guest lint check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud check-aarch64 nightly soak fuzz clean
 
-host-deps:
+help: ## this list: every target, then the variables
+	@awk 'BEGIN { FS = ":.*## " } \
+	     /^[A-Za-z0-9_.-]+:.*## / { printf "make %-17s %s\n", $$1, $$2; next } \
+	     /^##( |$$)/ { sub(/^## ?/, ""); vars[++n] = $$0 } \
+	     END { for (i = 1; i <= n; i++) print vars[i] }' $(MAKEFILE_LIST)
+
+host-deps: ## install the Debian packages the builds and the lint need (scripts/install-host-deps.sh, as root)
 	@bash scripts/install-host-deps.sh
 
+# The venv, rebuilt when the project's metadata changes: the project, editable, with its lint tools.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@bash scripts/install-host-deps.sh
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e .
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[lint]'
 	@touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed ## the Python venv (VENV, default .venv): this project, editable, and its pinned lint tools
 
-qemu:
+qemu: ## build (or find) patched QEMU; prints the binary path last
 	@bash scripts/build-qemu.sh
 
-qemu-unpatched:
+qemu-unpatched: ## the same QEMU without our series (for comparisons)
 	@PATCHES=none bash scripts/build-qemu.sh
 
-guest:
+guest: ## build (or find) the guest; prints its directory last
 	@bash images/build-guest.sh
 
-cloud-image:
+cloud-image: ## build (or find) the cloud-style guest image; prints its directory last
 	@bash images/build-cloud-image.sh
 
-check-unit: venv
+# Every linter runs even when one fails; the status is 1 if any found something.
+lint: venv ## ruff, mypy and shellcheck (every shell script in the tree); fails on any finding
+	@rc=0; \
+	echo "ruff check ."; $(VENV)/bin/ruff check . || rc=1; \
+	echo "mypy"; $(VENV)/bin/mypy || rc=1; \
+	bash scripts/lint-shell.sh || rc=1; \
+	exit $$rc
+
+check-unit: venv ## the unit tests (tests/unit): no QEMU, no guest
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-check-series: venv
+check-series: venv ## checkpatch and QEMU's nvme and HMP qtests on the patched build (scripts/check-series.sh)
 	@qemu=$$(bash scripts/build-qemu.sh | tail -n 1) && bash scripts/check-series.sh "$$(dirname "$$qemu")"
 
-check-acceptance: venv
+check-acceptance: venv ## build what is missing, run tests/acceptance, write the evidence report
 	@set -o pipefail; qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && \
 	echo "QEMU under test: $$qemu" && echo "guest: $$guest" && \
 	run=$$($(PY) -m nvme_hotswap.report.results) && export NVME_HOTSWAP_RUN_DIR="$$run" && \
 	rc=0; QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m pytest $(XDIST) tests/acceptance $(PYTEST_ARGS) || rc=$$?; \
 	$(PY) -m nvme_hotswap.report.evidence "$$run" || { [ $$rc -ne 0 ] || rc=1; }; exit $$rc
 
-evidence: venv
+evidence: venv ## the evidence report of the latest run again (results/latest)
 	$(PY) -m nvme_hotswap.report.evidence
 
 # Builds each patches/mutants/<name>.diff on top of the series (cached) and runs the series
-# scenarios against it; fails unless every mutant is caught (README.md, "Mutation check").
-check-mutants: venv
+# scenarios against it; fails unless every mutant is caught (docs/mutation.md).
+check-mutants: venv ## mutation check: every broken variant in patches/mutants/ must fail a scenario
 	$(PY) -m nvme_hotswap.programs.mutation
 
-check: check-unit check-series check-acceptance check-mutants
+# lint first: it is the cheapest.
+check: lint check-unit check-series check-acceptance check-mutants ## the project's own tests: lint, unit tests, the series' QEMU tests, acceptance, mutants
 
 # The suite on the cloud-style guest (systemd, udev, cloud-init): test_cloud_byid runs instead of cancelling.
-check-cloud:
+check-cloud: ## check-acceptance on the cloud-style guest (GUEST=cloud; IMAGE=/path/to/cloud.qcow2)
 	@$(MAKE) --no-print-directory check-acceptance GUEST=cloud
 
 # The suite on an arm64 guest (Debian 12's arm64 kernel) on virt, with qemu-system-aarch64 built the same way.
-check-aarch64:
+check-aarch64: ## check-acceptance on an arm64 guest on QEMU's virt machine (GUEST_ARCH=aarch64)
 	@$(MAKE) --no-print-directory check-acceptance GUEST_ARCH=aarch64
 
-# The guest matrix (NIGHTLY_CELLS), one history line per run, exit 1 on a regression (README.md, "Nightly").
-nightly: venv
+# The guest matrix (NIGHTLY_CELLS), one history line per run, exit 1 on a regression (docs/nightly.md).
+nightly: venv ## build QEMU, run the guest matrix, compare with the last night (docs/nightly.md)
 	$(PY) -m nvme_hotswap.programs.nightly
 
-# Reliability (README.md, "Soak and fuzz"): long runs on the patched QEMU, not part of `make check`.
-soak: venv
+# Reliability (docs/reliability.md): long runs on the patched QEMU, not part of `make check`.
+soak: venv ## SOAK_CYCLES (100) hot-swap cycles of each sequence on one guest: names, data, RSS, fds
 	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.soak
 
-fuzz: venv
+fuzz: venv ## seeded random monitor sequences under guest I/O: QEMU must answer all, never abort
 	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.fuzz
 
-bench: venv
+bench: venv ## speed figures against their targets (docs/benchmarks.md)
 	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.bench
 
-clean:
+clean: ## remove the venv, results/ and *.egg-info (the build caches stay)
 	rm -rf $(VENV) results *.egg-info

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Generator
 
+import pluggy
 import pytest
 from avocado.core.exceptions import TestCancel
 
 from nvme_hotswap import tags
-from nvme_hotswap.report import results, tap
 from nvme_hotswap.programs.proc import sigterm_as_interrupt
+from nvme_hotswap.report import results, tap
 from nvme_hotswap.vm import machine
 
 
@@ -45,7 +47,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
     outcome = yield
     report = outcome.get_result()
     if call.excinfo is not None and call.excinfo.errisinstance(TestCancel):
@@ -62,10 +65,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-_strays_key = pytest.StashKey[list]()
+_strays_key = pytest.StashKey[list[str]]()
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
     strays = config.stash.get(_strays_key, [])
     if strays:
         terminalreporter.write_line("QEMU processes outlived their test and were killed by PID "

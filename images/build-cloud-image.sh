@@ -8,7 +8,7 @@
 # with `mke2fs -d` (no loop mount, no partition table: the harness boots it with root=LABEL=cloudroot on a
 # virtio-blk disk, so the NVMe controllers keep nvme0..2). The kernel and initrd are copied out of
 # the image's /boot for direct kernel boot. The SSH key is not in the image: the harness makes a
-# NoCloud seed per run (nvme_hotswap/cloud.py) and cloud-init installs it.
+# NoCloud seed per run (nvme_hotswap/guest/cloud.py) and cloud-init installs it.
 #
 # Output in $CACHE_ROOT/cloud/<key>/ (key = package list + RECIPE + the files written below):
 # rootfs.img (raw ext4, sparse), vmlinuz, initrd.img, manifest.json. See images/README.md.
@@ -86,7 +86,9 @@ echo debian > "$root/etc/hostname"
 rm -f "$root/var/lib/dbus/machine-id"
 rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
 
+# shellcheck disable=SC2012  # the names are kernel versions
 kver=$(ls "$root/lib/modules" | head -1)
+# shellcheck disable=SC2015  # die when any of the three tests fails
 [ -n "$kver" ] && [ -f "$root/boot/vmlinuz-$kver" ] && [ -f "$root/boot/initrd.img-$kver" ] \
   || die "no kernel and initrd in the image's /boot"
 for opt in CONFIG_PCIEAER CONFIG_HOTPLUG_PCI_PCIE CONFIG_BLK_DEV_NVME CONFIG_VIRTIO_BLK; do

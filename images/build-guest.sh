@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the test guest (kernel + initramfs + SSH key pair), or find it in the cache.
+# Build the test guest (kernel + initramfs; no SSH key: each run hands its own on the kernel command line), or find it in the cache.
 # The last line printed is the guest directory's absolute path (scripts rely on it).
 #
 # Everything comes from pinned Debian 12 (bookworm) packages: fetched with `apt-get download`
@@ -94,7 +94,7 @@ EMBEDDED=("$here/init.sh" "$here/udhcpc.script")
 COMPRESS=${GUEST_COMPRESS:-none}
 case "$COMPRESS" in gzip|zstd|lz4|none) ;; *) die "GUEST_COMPRESS must be gzip, zstd, lz4 or none (got $COMPRESS)" ;; esac
 
-# The default kernel adds nothing to the key's inputs; another kernel or architecture adds its name.
+# The kernel adds its name to the key unless it is `bookworm` (so the default bookworm-cloud does); another architecture adds its name.
 key_extra=(); [ "$GUEST_KERNEL" = bookworm ] || key_extra=("kernel=$GUEST_KERNEL")
 [ "$GUEST_ARCH" = x86_64 ] || key_extra+=("arch=$GUEST_ARCH")
 # Bump RECIPE when a change to this script changes the guest it builds: the key hashes the inputs
@@ -126,6 +126,7 @@ mkdir -p "$debs"
 uri=$(debian_archive_uri)
 deb_file() {  # deb_file ARCH NAME=VERSION: the .deb in $debs, if already fetched
   local arch=$1 name=${2%%=*} ver=${2#*=}
+  # shellcheck disable=SC2012  # two exact Debian file names: ls prints the one that exists
   ls "$debs/${name}_${ver//:/%3a}_$arch.deb" "$debs/${name}_${ver//:/%3a}_all.deb" 2>/dev/null | head -1
 }
 fetch() {  # fetch ARCH SUITE PKG=VER... : download the pins not yet in $debs from SUITE's private apt state
@@ -139,6 +140,7 @@ fetch() {  # fetch ARCH SUITE PKG=VER... : download the pins not yet in $debs fr
     apt_opts=$(private_apt --arch "$arch" "$suite-$arch" "deb [arch=$arch] $uri $suite main")
   fi
   log "fetching ${#missing[@]} $arch packages from $uri $suite"
+  # shellcheck disable=SC2086  # $apt_opts: apt options (private_apt), split into words on purpose
   if ! ( cd "$debs" && apt-get -q $apt_opts download "${missing[@]}" ) >"$debs/download.log" 2>&1; then
     # Stale lists? Refresh once, then say which pin the archive no longer serves.
     apt-get -q $apt_opts update >/dev/null 2>&1 || true
@@ -297,6 +299,7 @@ img_size=$(stat -c %s "$stage/initramfs.img")
 end=$(date +%s.%N)
 
 # --- manifest ------------------------------------------------------------------------------------
+# shellcheck disable=SC2046  # the module names, one argument each
 python3 - "$stage/manifest.json" "$kver" "$COMPRESS" "$cpio_size" "$img_size" "$raw_size" "$start" "$end" \
   "$key" "$uri" "$SUITE" "$KERNEL_SUITE" "${PACKAGES[@]}" -- $(for m in $mods; do m=${m##*/}; echo "${m%%.ko*}"; done) <<'EOF'
 import json, os, sys

@@ -2,9 +2,11 @@
 
 It carries the test's lifecycle so a test carries only its intent: cancel when this run cannot
 serve the test (architecture, a `needs:` capability, the guest flavour), boot the topology on the
-probed accelerator through a Rig (the hot-swap layer: `self.rig`), and after every test save the
-guest kernel log and fail on kernel bug reports (blktests' habit) or on a QEMU that died. The VM
-is always ended by PID, whatever happened. The `assert_*` verbs are what tests conclude.
+probed accelerator through a Rig (the hot-swap layer: `self.rig`), and after every test fail it on
+what a reviewer would not accept even if the test's own assertions passed: a kernel bug report in
+the guest log (blktests' habit), block nodes or open fds that QEMU did not give back, and a QEMU
+that died or did not end cleanly at quit (an assertion in bdrv_close_all, say). The VM is always
+ended by PID, whatever happened. The `assert_*` verbs are what tests conclude.
 """
 from __future__ import annotations
 
@@ -22,23 +24,27 @@ from .guest.ssh import Guest
 from .hotswap.rig import Names, Rig
 from .report import environment, results
 from .vm import accel, arch, capabilities
-from .vm.machine import QemuMachine
+from .vm.machine import QemuMachine, Resources, describe_status
 from .vm.topology import Topology
+from .wait import WaitTimeout, wait_until
 
 LOGGERS = ("avocado.test", "nvme_hotswap")
+SETTLE_S = 3.0   # how long block nodes and fds may take to come back after a test (bottom halves, unrefs)
 
 
-class HotswapTest(avocado.Test):
+class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type information
     """Boots `controllers` NVMe controllers behind root ports; subclasses state the intent.
 
-    Class attributes a test may override: controllers, namespaces_per_controller, subsys,
-    native_pcie_hotplug, extra_kernel_args.
+    Class attributes a test may override: controllers, namespaces_per_controller, subsys (an
+    nvme-subsys per controller), shared_subsys (controllers sharing one), native_pcie_hotplug,
+    extra_kernel_args.
     """
 
     timeout = 600
     controllers = 3
     namespaces_per_controller = 1
     subsys = False
+    shared_subsys: tuple[int, ...] = ()
     native_pcie_hotplug = True
     extra_kernel_args = ""
 
@@ -50,6 +56,9 @@ class HotswapTest(avocado.Test):
         self._under_avocado_runner = base_logdir is not None
         self._rig: Rig | None = None
         self._log_handler: logging.Handler | None = None
+        self._baseline: Resources | None = None
+        self._growth = (0, 0, "")      # block nodes and fds a test may keep, and why
+        self._exit_problem: str | None = None
         super().__init__(methodName, name=name, params=params, base_logdir=base_logdir,
                          config=config, tags=tags)
 
@@ -100,13 +109,15 @@ class HotswapTest(avocado.Test):
         environment.record(self.cfg, self.caps, self.accel)
         (self.artifacts / "accelerator.txt").write_text(f"{self.accel}\n")
         topology = Topology.create(self.artifacts / "disks", controllers=self.controllers,
-                                   namespaces_per_controller=self.namespaces_per_controller, subsys=self.subsys)
+                                   namespaces_per_controller=self.namespaces_per_controller, subsys=self.subsys,
+                                   shared_subsys=self.shared_subsys)
         (self.artifacts / "topology.json").write_text(
             json.dumps(topology.as_dict(self.native_pcie_hotplug), indent=2) + "\n")
         self._rig = Rig.boot(self.cfg, self.accel, topology, self.artifacts, self.native_pcie_hotplug,
                              self.extra_kernel_args, self.extra_qemu_args())
         self.log.info("guest up over SSH %.2f s after QEMU started (%s)", self._rig.boot_seconds, self.accel.accel)
         (self.artifacts / "guest-names.json").write_text(json.dumps(self._rig.boot_names, indent=2) + "\n")
+        self._baseline = self.vm.resources()
 
     def cancel_reason(self) -> str | None:
         """Why this run cannot serve the test, checked before anything boots: its `arch:` tags,
@@ -133,17 +144,48 @@ class HotswapTest(avocado.Test):
                 except Exception as exc:  # an unreachable guest is itself worth reporting
                     problems.append(f"could not read the guest kernel log after the test: {exc!r}")
                 if not self.vm.is_running():
-                    problems.append(f"QEMU exited during the test with code {self.vm.returncode}: "
+                    problems.append(f"QEMU exited during the test ({describe_status(self.vm.returncode)}): "
                                     f"{self.vm.stderr_tail()}")
+                else:
+                    problems += self.resource_problems()
         finally:
+            running = self._rig is not None and self.vm.is_running()
             self._release()
+        if running and self._exit_problem:
+            problems.append(self._exit_problem)
         if problems:
             self.fail("\n".join(problems))
+
+    def allow_growth(self, nodes: int = 0, fds: int = 0, why: str = "") -> None:
+        """Let this test end with `nodes` block nodes and `fds` open fds more than at boot (`why`:
+        what the test leaves plugged on purpose)."""
+        self._growth = (nodes, fds, why)
+
+    def resource_problems(self) -> list[str]:
+        """Block nodes or open fds above the boot baseline (plus allow_growth) once things settle."""
+        base = self._baseline
+        if base is None:
+            return []
+        nodes, fds, why = self._growth
+
+        def settled() -> Resources | None:
+            now = self.vm.resources()
+            return now if len(now.nodes) <= len(base.nodes) + nodes and now.fds <= base.fds + fds else None
+
+        try:
+            wait_until(settled, SETTLE_S, "QEMU to give back its block nodes and fds")
+            return []
+        except WaitTimeout:
+            now = self.vm.resources()
+        allowed = f" (allowed: +{nodes} nodes, +{fds} fds: {why})" if nodes or fds else ""
+        return [f"QEMU kept resources after the test{allowed}: block nodes {len(base.nodes)} -> {len(now.nodes)} "
+                f"(not there at boot: {sorted(set(now.nodes) - set(base.nodes))}), open fds {base.fds} -> {now.fds}"]
 
     def _release(self) -> None:
         """End the VM by PID, drop the backing files, detach the log file; safe to call twice."""
         if self._rig is not None:
             self._rig.close()
+            self._exit_problem = self._rig.vm.exit_problem()
         if hasattr(self, "artifacts"):
             shutil.rmtree(self.artifacts / "disks", ignore_errors=True)
         if self._log_handler is not None:

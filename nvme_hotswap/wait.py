@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -11,7 +12,7 @@ class WaitTimeout(AssertionError):
     """A bounded wait ran out; the message names what was awaited and the last value seen."""
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+def wait_until(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
     """Call `predicate` until it returns a truthy value; return that value.
 
     Raises WaitTimeout after `timeout` seconds, naming `what` and the last value seen, so a

@@ -99,10 +99,11 @@ else
     opts=$(private_apt sid "deb-src $uri sid main")
     mkdir -p "$srcdir"
     log "fetching Debian source qemu=$QEMU_DEB_VERSION from $uri"
+    # shellcheck disable=SC2086  # $opts: apt options (private_apt), split into words on purpose
     ( cd "$srcdir" && apt-get -q $opts source --download-only "qemu=$QEMU_DEB_VERSION" >download.log 2>&1 ) \
       || die "Debian source package qemu=$QEMU_DEB_VERSION could not be downloaded (see $srcdir/download.log); the archive may have dropped it: set QEMU_DEB_VERSION to one it lists (apt-cache showsrc qemu) or use QEMU_SRC"
     rm -rf "$srcdir/tree"
-    ( cd "$srcdir" && dpkg-source -x *.dsc tree >unpack.log 2>&1 ) \
+    ( cd "$srcdir" && dpkg-source -x ./*.dsc tree >unpack.log 2>&1 ) \
       || die "dpkg-source -x failed; see $srcdir/unpack.log"
     touch "$srcdir/.unpacked"
   fi

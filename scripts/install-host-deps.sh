@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the Debian packages needed to build QEMU and the guest, once.
+# Install the Debian packages needed to build QEMU and the guest (and to lint the scripts), once.
 # Why a script: a fresh machine has none of them, and CI must get exactly what a developer gets.
 set -euo pipefail
 
@@ -13,6 +13,8 @@ PKGS=(
   cpio gzip zstd lz4 binutils
   # cloud-style guest (images/build-cloud-image.sh, GUEST=cloud): rootfs, ext4 image, NoCloud seed (FAT)
   mmdebstrap e2fsprogs dosfstools mtools
+  # make lint: the shell scripts
+  shellcheck
 )
 
 missing=()

@@ -1,6 +1,7 @@
 # Shared shell helpers for the build scripts. Source it; do not run it.
 # Why: the QEMU build and the guest build both need the cache root and a private apt setup
 # whose archive URI comes from this machine's own apt configuration (never a hard-coded mirror).
+# shellcheck shell=bash
 
 CACHE_ROOT=${NVME_HOTSWAP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nvme-hotswap}
 
@@ -28,8 +29,12 @@ private_apt() {
   local root="$CACHE_ROOT/apt/$name"
   mkdir -p "$root/lists/partial" "$root/cache/archives/partial"
   printf '%s\n' "$@" > "$root/sources.list.new"
+  # "lists/ holds nothing but partial/": the names are apt's own (SC2010). Not `! ls | grep -qv`
+  # (SC2143): grep -q may quit early and, under pipefail, ls's SIGPIPE would invert the test.
+  # shellcheck disable=SC2010,SC2143
   if ! cmp -s "$root/sources.list.new" "$root/sources.list" 2>/dev/null || [ -z "$(ls "$root/lists" | grep -v partial)" ]; then
     mv "$root/sources.list.new" "$root/sources.list"
+    # shellcheck disable=SC2046  # the options are words on purpose (-o Key=value ...)
     apt-get -q $(private_apt_opts "$root" "$arch") update >"$root/update.log" 2>&1 \
       || die "apt-get update for $name failed; see $root/update.log"
   fi
@@ -52,7 +57,9 @@ series_patches() {
   local dir=$1 p
   [ -f "$dir/series" ] || die "no series file in $dir"
   while read -r p; do
-    p=${p%%#*}; p=$(echo $p)
+    p=${p%%#*}
+    # shellcheck disable=SC2086,SC2116  # unquoted echo on purpose: trims the blanks around the name
+    p=$(echo $p)
     [ -n "$p" ] || continue
     [ -f "$dir/$p" ] || die "$dir/series names $p, which does not exist"
     printf '%s\n' "$dir/$p"

@@ -41,7 +41,8 @@ def user_data(public_key: str) -> str:
     """cloud-config: the key for the default user and root; keep the image's host keys if it has them."""
     return ("#cloud-config\n"
             "disable_root: false\n"        # root gets the key without the 'login as ...' command prefix
-            "ssh_deletekeys: false\n"      # no host key regeneration on every (first) boot; missing types are still made
+            "ssh_deletekeys: false\n"      # no host key regeneration on every (first) boot;
+                                           # missing types are still made
             f"ssh_authorized_keys:\n  - {public_key}\n")
 
 

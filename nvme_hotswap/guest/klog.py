@@ -5,7 +5,7 @@ Tests match these, never ad-hoc strings, so a wording change in a kernel is fixe
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from .facts import KernelLine
 
@@ -49,7 +49,7 @@ def trouble(lines: Iterable[KernelLine], context: int = 8) -> list[str]:
     i = 0
     while i < len(lines):
         if KERNEL_TROUBLE.search(lines[i].text):
-            excerpts.append("\n".join(str(l) for l in lines[i:i + context]))
+            excerpts.append("\n".join(str(line) for line in lines[i:i + context]))
             i += context
         else:
             i += 1

@@ -11,17 +11,16 @@ import dataclasses
 import json
 import logging
 import shlex
-import socket
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import paramiko
 
+from ..wait import WaitTimeout, wait_until
 from . import facts as guestfacts
 from .facts import ControllerInfo, KernelLine, NamespaceInfo
-from ..wait import WaitTimeout, wait_until
 
 LOG = logging.getLogger("nvme_hotswap.guest")
 SSHD_READY_MARKER = "nvme-hotswap: sshd ready"
@@ -91,7 +90,7 @@ class Guest:
                                look_for_keys=False, allow_agent=False)
                 self._client = client
                 return
-            except (paramiko.SSHException, OSError, socket.timeout) as exc:
+            except (TimeoutError, paramiko.SSHException, OSError) as exc:
                 last = exc
                 client.close()
                 time.sleep(0.3)
@@ -113,7 +112,7 @@ class Guest:
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")
             rc = out.channel.recv_exit_status()
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             self._log(command, None, "", f"timed out after {timeout:g} s", time.monotonic() - start)
             raise WaitTimeout(f"guest command did not finish within {timeout:g} s: {command}") from exc
         self._log(command, rc, stdout, stderr, time.monotonic() - start)
@@ -162,7 +161,13 @@ class Guest:
 
     def identify_namespace(self, disk: str) -> dict[str, object]:
         """nvme-cli's Identify Namespace of /dev/`disk` (JSON: nsze, ncap, nuse, flbas, lbafs...)."""
-        return json.loads(self.check(f"nvme id-ns /dev/{disk} -o json"))
+        identify: dict[str, object] = json.loads(self.check(f"nvme id-ns /dev/{disk} -o json"))
+        return identify
+
+    def has_namespace(self, controller: str, nsid: int) -> bool:
+        """Whether `controller` lists NSID `nsid`: one cheap command, for timing how soon it shows."""
+        return self.run(f"for n in /sys/class/nvme/{controller}/nvme*n*; do "
+                        f"[ \"$(cat $n/nsid 2>/dev/null)\" = {nsid} ] && exit 0; done; exit 1").ok
 
     def namespace(self, controller: str, nsid: int) -> NamespaceInfo | None:
         return next((n for n in self.namespaces() if n.controller == controller and n.nsid == nsid), None)
@@ -190,7 +195,7 @@ class Guest:
         out = self.check(f"dd if=/dev/{disk} bs={self.BLOCK} count=1 iflag=direct 2>/dev/null | head -c {length}")
         return out.encode()
 
-    def try_read(self, disk: str, seconds: float = 10.0) -> "ReadAttempt":
+    def try_read(self, disk: str, seconds: float = 10.0) -> ReadAttempt:
         """One O_DIRECT block read, in the background so a read stuck in D state cannot wedge SSH.
 
         Returns how it ended within `seconds`: "ok", "error" (with dd's exit code) or "hung"

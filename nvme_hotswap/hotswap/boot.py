@@ -44,7 +44,7 @@ def guest_qemu_args(cfg: RunConfig, accel: AccelChoice, topology: Topology, nati
     SSH forwarded to a free loopback port.
 
     Guest flavour (cfg.flavour): `fast` boots the initramfs guest; `cloud` boots a rootfs
-    disk with a NoCloud seed instead (nvme_hotswap/cloud.py). The rest of the machine is the same.
+    disk with a NoCloud seed instead (nvme_hotswap/guest/cloud.py). The rest of the machine is the same.
     """
     platform = cfg.arch
     if cfg.flavour == "cloud":

@@ -92,13 +92,16 @@ def hotswap_latencies(cfg: RunConfig, choice: accel.AccelChoice, artifacts: Path
             disk = rig.current_disk(INDEX)
             rig.pull(INDEX)
             rig.reinsert(INDEX, c.namespaces[0].image)
+
+            def good_read(disk: str = disk) -> bool:
+                return g.run(f"dd if=/dev/{disk} of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null").ok
+
             start = time.monotonic()
             rig.inject_aer(INDEX)
-            aer.append(poll_seconds(start, lambda: g.run(
-                f"dd if=/dev/{disk} of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null").ok, 30, "a good read"))
+            aer.append(poll_seconds(start, good_read, 30, "a good read"))
             start = time.monotonic()
             rig.plug_namespace(hot)
-            hotadd.append(poll_seconds(start, lambda: g.namespace(rig.ctrl_name(INDEX), hot.nsid) is not None, 30,
+            hotadd.append(poll_seconds(start, lambda: g.has_namespace(rig.ctrl_name(INDEX), hot.nsid), 30,
                                        f"NSID {hot.nsid} under {rig.ctrl_name(INDEX)}"))
             rig.unplug_namespace(hot)
             rig.wait_for_namespace_gone(INDEX, hot.nsid)
@@ -193,7 +196,7 @@ def cold_to_first_result(folder: Path) -> dict[str, object]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return {"seconds": total, "qemu_build_s": qemu_done,
-            "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
 
 def main() -> int:
@@ -216,7 +219,8 @@ def main() -> int:
         figures["aer_recovery_s"] = figures["ns_hotadd_visible_s"] = None
     if os.environ.get("BENCH_CLOUD", "1") != "0":
         cloud = dataclasses.replace(cfg, flavour="cloud")   # the same run, booting the cloud-style guest
-        cloud_boots = boot_times(cloud, choice, run / "bench" / "cloud-boot", int(os.environ.get("BENCH_CLOUD_BOOTS", "5")))
+        cloud_boots = boot_times(cloud, choice, run / "bench" / "cloud-boot",
+                                 int(os.environ.get("BENCH_CLOUD_BOOTS", "5")))
         figures["cloud_boot_to_ssh_s"] = spread(cloud_boots)
         figures["cloud_vs_fast_boot_ratio"] = statistics.median(cloud_boots) / statistics.median(boots)
     else:
@@ -230,6 +234,7 @@ def main() -> int:
     else:
         figures["rebuild_incremental_s"] = None
     record = cfg.cache_root / COLD_RECORD
+    cold: dict[str, object] | None
     if os.environ.get("BENCH_COLD") == "1":
         cold = cold_to_first_result(run / "bench" / "cold")
         record.write_text(json.dumps(cold, indent=2) + "\n")
@@ -264,7 +269,9 @@ def print_table(figures: dict[str, object]) -> None:
         if isinstance(v, dict) and "min" in v:
             return f"min {fmt(v['min'])} max {fmt(v['max'])} over {v['runs']}"
         runs = figures.get(key[:-2] + "_all_s") if key.endswith("_s") else None
-        return f"min {fmt(min(runs))} max {fmt(max(runs))} over {len(runs)}" if runs else ""
+        if not isinstance(runs, list) or not runs:
+            return ""
+        return f"min {fmt(min(runs))} max {fmt(max(runs))} over {len(runs)}"
 
     print(f"{'figure':28} {'value':>9}  {'target':>8}  {'met':4} spread / note")
     for key in ("qemu_build_cold_s", "qemu_build_cached_s", "guest_build_cold_s", "guest_build_cached_s",
@@ -273,17 +280,17 @@ def print_table(figures: dict[str, object]) -> None:
         v = figures.get(key)
         value = v["median"] if isinstance(v, dict) else v
         op, target = TARGETS.get(key, (None, None))
-        met = "" if target is None or value is None else (
+        met = "" if target is None or not isinstance(value, int | float) else (
             "yes" if (value <= target if op == "<=" else value >= target) else "NO")
         note = spread_of(key)
-        if key == "boot_to_ssh_s":
+        if key == "boot_to_ssh_s" and isinstance(v, dict):
             note += f", accel {v['accel']}"
         if key == "suite_warm_s" and figures.get("suite_summary"):
             note = str(figures["suite_summary"])
         if key == "cold_to_first_result_s":
             cold = figures.get("cold_to_first_result")
-            note = (f"measured {cold['measured']} (QEMU build {cold['qemu_build_s']:.0f} s)" if cold
-                    else "not measured yet: make bench BENCH_COLD=1")
+            note = (f"measured {cold['measured']} (QEMU build {cold['qemu_build_s']:.0f} s)"
+                    if isinstance(cold, dict) and cold else "not measured yet: make bench BENCH_COLD=1")
         print(f"{key:28} {fmt(value):>9}  {(op or '') + ' ' + (fmt(target) if target else ''):>8}  {met:4} {note}")
 
 

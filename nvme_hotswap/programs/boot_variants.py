@@ -55,7 +55,8 @@ def main(argv: list[str]) -> int:
         for name, guest, kargs, qemu_extra in variants:
             variant = dataclasses.replace(cfg, guest_dir_given=Path(guest))
             if qemu_extra:   # the variant's firmware replaces the default one
-                variant = dataclasses.replace(variant, arch=dataclasses.replace(variant.arch, firmware=tuple(qemu_extra)))
+                arch = dataclasses.replace(variant.arch, firmware=tuple(qemu_extra))
+                variant = dataclasses.replace(variant, arch=arch)
             artifacts = run / "boot-variants" / f"{name}-{round_}"
             rig = Rig.boot(variant, choice, Topology.create(artifacts / "disks", controllers=3), artifacts,
                            extra_kernel_args=kargs)
@@ -71,8 +72,9 @@ def main(argv: list[str]) -> int:
     print(f"{'variant':24} {'median':>7} {'min':>6} {'max':>6}  guest uptime at sshd ready (median)  [{choice.accel}]")
     for name, guest, kargs, qemu_extra in variants:
         v, u = seconds[name], guest_uptime[name]
+        what = Path(guest).name + (" + " + kargs if kargs else "") + (" " + " ".join(qemu_extra) if qemu_extra else "")
         print(f"{name:24} {statistics.median(v):7.2f} {min(v):6.2f} {max(v):6.2f}  "
-              f"{statistics.median(u) if u else float('nan'):.2f}   ({Path(guest).name}{' + ' + kargs if kargs else ''}{' ' + ' '.join(qemu_extra) if qemu_extra else ''})")
+              f"{statistics.median(u) if u else float('nan'):.2f}   ({what})")
     return 0
 
 

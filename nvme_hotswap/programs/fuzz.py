@@ -26,6 +26,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 from ..config import RunConfig
 from ..guest import facts as guestfacts
@@ -183,10 +184,11 @@ def run_sequence(cfg: RunConfig, ops: list[Op], folder: Path, choice: accel.Acce
                 (folder / "guest-dmesg.log").write_text(dmesg)
                 lines = guestfacts.parse_dmesg(dmesg)
             except Exception as exc:
-                out.failure, out.failed_at = f"after the sequence: no answer from QEMU or the guest: {exc!r}", len(ops) - 1
+                out.failure = f"after the sequence: no answer from QEMU or the guest: {exc!r}"
+                out.failed_at = len(ops) - 1
             else:
-                fatal = [l.text for l in lines if KERNEL_FATAL.search(l.text)]
-                out.guest_warnings = sum("WARNING:" in l.text for l in lines)
+                fatal = [line.text for line in lines if KERNEL_FATAL.search(line.text)]
+                out.guest_warnings = sum("WARNING:" in line.text for line in lines)
                 if fatal:
                     out.failure, out.failed_at = f"guest kernel: {fatal[0]}", len(ops) - 1
     finally:
@@ -211,6 +213,14 @@ def shrink(cfg: RunConfig, ops: list[Op], failed_at: int, folder: Path, choice: 
     return current
 
 
+class Failure(TypedDict):
+    """One failed sequence as fuzz.json records it."""
+    seed: int
+    index: int
+    failure: str
+    replay: list[str]
+
+
 def main() -> int:
     seed = int(os.environ.get("FUZZ_SEED") or time.time())
     sequences = int(os.environ.get("FUZZ_SEQUENCES", "20"))
@@ -227,35 +237,39 @@ def main() -> int:
     print(f"fuzz: seed {seed}, {len(indexes)} sequences of {length} commands, accel {choice.accel} "
           f"(rerun: FUZZ_SEED={seed} make fuzz)", flush=True)
     start = time.monotonic()
-    totals = {"sequences": 0, "commands": 0, "ok": 0, "errors": 0, "guest_warnings": 0, "failures": []}
+    counts = {"sequences": 0, "commands": 0, "ok": 0, "errors": 0, "guest_warnings": 0}
+    failures: list[Failure] = []
     for index in indexes:
         ops = generate(sequence_seed(seed, index), length)
         folder = run / "fuzz" / f"seq{index:03d}"
         out = run_sequence(cfg, ops, folder, choice)
         (folder / "sequence.txt").write_text("\n".join(op.monitor_line() for op in ops) + "\n")
-        totals["sequences"] += 1
+        counts["sequences"] += 1
         for key in ("commands", "ok", "errors", "guest_warnings"):
-            totals[key] += getattr(out, key)
+            counts[key] += getattr(out, key)
         print(f"fuzz: sequence {index}: {out.commands} commands, {out.ok} accepted, {out.errors} refused"
               + (f", {out.guest_warnings} guest kernel WARNINGs" if out.guest_warnings else "")
               + (f"; FAILED: {out.failure}" if out.failure else ""), flush=True)
         if out.failure:
+            assert out.failed_at is not None   # run_sequence sets both together
             replay = shrink(cfg, ops, out.failed_at, folder, choice, int(os.environ.get("FUZZ_SHRINK", "8")))
-            totals["failures"].append({"seed": seed, "index": index, "failure": out.failure,
-                                       "replay": [op.monitor_line() for op in replay]})
+            failures.append({"seed": seed, "index": index, "failure": out.failure,
+                             "replay": [op.monitor_line() for op in replay]})
             print(f"  seed {seed}, sequence {index}; replay ({len(replay)} of {out.failed_at + 1} commands):")
             for op in replay:
                 print(f"    {op.monitor_line()}")
             print(f"  rerun: FUZZ_SEED={seed} FUZZ_ONLY={index} FUZZ_LENGTH={length} make fuzz")
-    totals.update(seed=seed, length=length, seconds=round(time.monotonic() - start, 1),
-                  aborts=sum("QEMU" in f["failure"] for f in totals["failures"]),
-                  guest_panics=sum(f["failure"].startswith("guest kernel") for f in totals["failures"]))
+    seconds = round(time.monotonic() - start, 1)
+    aborts = sum("QEMU" in f["failure"] for f in failures)
+    guest_panics = sum(f["failure"].startswith("guest kernel") for f in failures)
+    totals = {**counts, "failures": failures, "seed": seed, "length": length, "seconds": seconds,
+              "aborts": aborts, "guest_panics": guest_panics}
     (run / "fuzz.json").write_text(json.dumps(totals, indent=2) + "\n")
-    print(f"\nfuzz: {totals['sequences']} sequences, {totals['commands']} commands ({totals['ok']} accepted, "
-          f"{totals['errors']} refused with an error), QEMU aborts {totals['aborts']}, guest panics "
-          f"{totals['guest_panics']}, failures {len(totals['failures'])}, guest kernel WARNINGs "
-          f"{totals['guest_warnings']}, {totals['seconds']:.0f} s; written {run / 'fuzz.json'}")
-    return 1 if totals["failures"] else 0
+    print(f"\nfuzz: {counts['sequences']} sequences, {counts['commands']} commands ({counts['ok']} accepted, "
+          f"{counts['errors']} refused with an error), QEMU aborts {aborts}, guest panics "
+          f"{guest_panics}, failures {len(failures)}, guest kernel WARNINGs "
+          f"{counts['guest_warnings']}, {seconds:.0f} s; written {run / 'fuzz.json'}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

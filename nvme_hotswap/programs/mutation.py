@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 from ..config import ROOT, RunConfig
 from ..report import junit, results
@@ -41,7 +42,29 @@ def description(diff: Path) -> str:
     return text[text.index("Breaks:") + len("Breaks:"):].strip() if "Breaks:" in text else text
 
 
-def junit_outcome(path: Path) -> dict[str, object]:
+class JunitOutcome(TypedDict):
+    tests_run: int
+    failed: int
+    first_failure: str
+
+
+class Row(TypedDict):
+    """One line of mutation.json / mutation.md: a mutant (or the control) and how it fared."""
+    mutant: str
+    breaks: str
+    tests_run: int
+    failed: int
+    first_failure: str
+    killed: bool
+    build_seconds: int
+    test_seconds: int
+    build_cached: NotRequired[bool]
+    qemu: NotRequired[str]
+    error: NotRequired[str]
+    cancelled: NotRequired[int]     # the control only
+
+
+def junit_outcome(path: Path) -> JunitOutcome:
     """Tests run, failed (failures + errors) and the first failing test of a pytest junit.xml."""
     ran = [c for c in junit.read(path) if c.outcome != "skipped"]
     failed = [c for c in ran if c.outcome in ("failed", "error")]
@@ -49,7 +72,7 @@ def junit_outcome(path: Path) -> dict[str, object]:
     return {"tests_run": len(ran), "failed": len(failed), "first_failure": first}
 
 
-def build_and_run(row: dict[str, object], build_env: dict[str, str], pytest_args: list[str],
+def build_and_run(row: Row, build_env: dict[str, str], pytest_args: list[str],
                   folder: Path, guest: str) -> Path | None:
     """Build QEMU with `build_env` (MUTANT= or PATCHES=), run pytest on it; return its junit.xml.
 
@@ -76,16 +99,18 @@ def build_and_run(row: dict[str, object], build_env: dict[str, str], pytest_args
     if not junit_xml.is_file():
         row["error"] = f"pytest (exit {rc}) wrote no {junit_xml}; see {folder / 'pytest.log'}"
         return None
-    row.update(junit_outcome(junit_xml))
+    outcome = junit_outcome(junit_xml)
+    row["tests_run"], row["failed"], row["first_failure"] = (outcome["tests_run"], outcome["failed"],
+                                                             outcome["first_failure"])
     return junit_xml
 
 
-def new_row(name: str, breaks: str) -> dict[str, object]:
+def new_row(name: str, breaks: str) -> Row:
     return {"mutant": name, "breaks": breaks, "tests_run": 0, "failed": 0, "first_failure": "",
             "killed": False, "build_seconds": 0, "test_seconds": 0}
 
 
-def check(name: str, diff: Path, folder: Path, guest: str) -> dict[str, object]:
+def check(name: str, diff: Path, folder: Path, guest: str) -> Row:
     """A mutant is killed when at least one scenario failed or errored on it (-x: the first will do)."""
     row = new_row(name, description(diff))
     if build_and_run(row, {"MUTANT": name}, ["-x"], folder, guest) is not None:
@@ -93,7 +118,7 @@ def check(name: str, diff: Path, folder: Path, guest: str) -> dict[str, object]:
     return row
 
 
-def check_unpatched(folder: Path, guest: str) -> dict[str, object]:
+def check_unpatched(folder: Path, guest: str) -> Row:
     """The control: on QEMU without the series every selected scenario cancels with a reason."""
     row = new_row("(control) no series", "the whole series is absent: every scenario must cancel, none may run")
     junit_xml = build_and_run(row, {"PATCHES": "none"}, [], folder, guest)
@@ -111,7 +136,7 @@ def check_unpatched(folder: Path, guest: str) -> dict[str, object]:
     return row
 
 
-def table(rows: list[dict[str, object]]) -> str:
+def table(rows: list[Row]) -> str:
     head = ["mutant", "what it breaks", "tests run", "failed", "first failing test", "killed",
             "build s", "test s"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -139,13 +164,13 @@ def main() -> int:
         return 2
     run = results.run_dir()
     guest = str(RunConfig.from_env().guest_dir)
-    rows = []
+    rows: list[Row] = []
     if not wanted:
         print("control: the scenarios on QEMU without the series must all cancel ...", flush=True)
         rows.append(check_unpatched(run / "mutants" / "control-no-series", guest))
-        print(f"control: {rows[-1].get('cancelled', 0)} cancelled, {rows[-1]['tests_run']} ran "
-              f"({'as expected' if rows[-1]['killed'] else 'WRONG: ' + str(rows[-1].get('error') or rows[-1]['first_failure'])})",
-              flush=True)
+        control = rows[-1]
+        verdict = "as expected" if control["killed"] else "WRONG: " + (control.get("error") or control["first_failure"])
+        print(f"control: {control.get('cancelled', 0)} cancelled, {control['tests_run']} ran ({verdict})", flush=True)
     for diff in diffs:
         print(f"mutant {diff.stem}: building and running the scenarios ...", flush=True)
         row = check(diff.stem, diff, run / "mutants" / diff.stem, guest)

@@ -13,7 +13,7 @@
    (ratio, default 1.5) and at least NIGHTLY_SLOWER_MIN_S seconds (default 5). Printed and written
    to <run>/nightly.md; exit 1 on a new failure or a slowdown. The first run exits by its own results.
 
-    .venv/bin/python -m nvme_hotswap.nightly          # make nightly
+    make nightly                                      # .venv/bin/python -m nvme_hotswap.programs.nightly
     NIGHTLY_CELLS=bookworm NIGHTLY_PYTEST_ARGS="-k BootTopology" make nightly
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ import datetime
 import json
 import os
 import shlex
-import signal
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 from ..config import RunConfig
 from ..report import junit, results
@@ -45,7 +45,13 @@ CELLS: dict[str, dict[str, str]] = {
 DEFAULT_CELLS = "bookworm-cloud bookworm trixie aarch64 cloud"
 
 
-def junit_tests(path: Path) -> dict[str, dict[str, object]]:
+class Result(TypedDict):
+    """One test of a cell as a history line records it."""
+    outcome: str        # passed, failed, error, skipped
+    seconds: float
+
+
+def junit_tests(path: Path) -> dict[str, Result]:
     """Per test of a pytest junit.xml ("Class.test_name"): outcome and seconds."""
     return {c.short_name: {"outcome": c.outcome, "seconds": round(c.seconds, 1)} for c in junit.read(path)}
 
@@ -90,7 +96,8 @@ def run_cell(name: str, folder: Path, env: dict[str, str], pytest_args: list[str
     latest = folder / "latest"
     if not (latest / "junit.xml").is_file():
         return {"exit": rc, "tests": {"(pytest)": {"outcome": "error", "seconds": 0}}}
-    run_logged([sys.executable, "-m", "nvme_hotswap.report.evidence", str(latest.resolve())], cenv, folder / "evidence.log")
+    run_logged([sys.executable, "-m", "nvme_hotswap.report.evidence", str(latest.resolve())], cenv,
+               folder / "evidence.log")
     env_json = latest / "environment.json"
     environment = json.loads(env_json.read_text()) if env_json.is_file() else {}
     guest_info = environment.get("guest") or {}
@@ -110,7 +117,7 @@ def run_mutants(folder: Path, env: dict[str, str]) -> dict[str, object]:
     return {"exit": rc, "tests": tests or {"(mutation check)": {"outcome": "error", "seconds": 0}}}
 
 
-def flat(line: dict) -> dict[str, dict[str, object]]:
+def flat(line: dict) -> dict[str, Result]:
     """"cell/test" -> {outcome, seconds} over all cells of a history line."""
     return {f"{cell}/{name}": t for cell, data in line.get("cells", {}).items() for name, t in data["tests"].items()}
 
@@ -118,13 +125,13 @@ def flat(line: dict) -> dict[str, dict[str, object]]:
 MIN_TESTS_FOR_LOAD = 5   # a cell's overall speed is judged from at least this many tests
 
 
-def cell_load(before: dict[str, dict], now: dict[str, dict], cell: str) -> float:
+def cell_load(before: dict[str, Result], now: dict[str, Result], cell: str) -> float:
     """How much slower the cell ran as a whole: the median duration ratio of its tests that passed
     both times (at least 1.0; 1.0 with fewer than MIN_TESTS_FOR_LOAD such tests). A loaded or
     slower machine stretches every test alike; one test's regression stands out against it."""
     ratios = [float(t["seconds"]) / float(before[n]["seconds"]) for n, t in now.items()
-              if n.startswith(cell + "/") and t["outcome"] == "passed" and before.get(n, {}).get("outcome") == "passed"
-              and float(before[n]["seconds"]) > 0]
+              if n.startswith(cell + "/") and t["outcome"] == "passed"
+              and n in before and before[n]["outcome"] == "passed" and float(before[n]["seconds"]) > 0]
     return max(1.0, statistics.median(ratios)) if len(ratios) >= MIN_TESTS_FOR_LOAD else 1.0
 
 
@@ -164,7 +171,8 @@ def report(prev: dict | None, cur: dict, diff: dict[str, list[str]] | None) -> t
     """The Markdown report and whether it is a regression (first run: whether anything failed)."""
     t = cur["totals"]
     lines = [f"# Nightly {cur['time']}", "", f"QEMU: {cur['qemu']['source']}, version {cur['qemu'].get('version')}",
-             f"Cells: {', '.join(cur['cells'])}; {t['passed']} passed, {t['failed']} failed, {t['skipped']} skipped", ""]
+             f"Cells: {', '.join(cur['cells'])}; {t['passed']} passed, {t['failed']} failed, {t['skipped']} skipped",
+             ""]
     if prev is None or diff is None:
         failing = [n for n, x in flat(cur).items() if x["outcome"] in FAILED]
         lines += ["no previous run to compare with"] + [f"- failing: {n}" for n in failing]
@@ -190,13 +198,14 @@ def main() -> int:
     cells = os.environ.get("NIGHTLY_CELLS", DEFAULT_CELLS).split()
     unknown = [c for c in cells if c not in CELLS]
     if unknown:
-        print(f"nightly: unknown cell(s) {' '.join(unknown)} in NIGHTLY_CELLS; known: {' '.join(CELLS)}", file=sys.stderr)
+        print(f"nightly: unknown cell(s) {' '.join(unknown)} in NIGHTLY_CELLS; known: {' '.join(CELLS)}",
+              file=sys.stderr)
         return 2
     pytest_args = shlex.split(os.environ.get("NIGHTLY_PYTEST_ARGS", os.environ.get("PYTEST_ARGS", "")))
     run = results.run_dir()
     env = {k: v for k, v in os.environ.items()
            if k not in (results.RUN_DIR_ENV, "GUEST_DIR", "CLOUD_DIR", *{v for c in CELLS.values() for v in c})}
-    line: dict = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    line: dict = {"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                   "run": str(run), "pytest_args": pytest_args, "qemu": {"source": qemu_source(env)}, "cells": {}}
     print(f"nightly: QEMU from {line['qemu']['source']}; cells {' '.join(cells)}; results {run}", flush=True)
 

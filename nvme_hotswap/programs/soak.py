@@ -89,8 +89,10 @@ def summary(samples: list[Sample], warmup: int = WARMUP) -> dict[str, dict[str, 
         out[seq] = {"cycles": len(runs), "cycle_median_s": statistics.median(s.seconds for s in runs),
                     "cycle_max_s": max(s.seconds for s in runs),
                     "rss_first_mib": runs[0].rss_kib / 1024, "rss_baseline_mib": base.rss_kib / 1024,
-                    "rss_last_mib": runs[-1].rss_kib / 1024, "rss_growth_after_warmup_mib": (runs[-1].rss_kib - base.rss_kib) / 1024,
-                    "fds_first": runs[0].fds, "fds_baseline": base.fds, "fds_max_after_warmup": max(s.fds for s in runs[warmup:]) if len(runs) > warmup else base.fds,
+                    "rss_last_mib": runs[-1].rss_kib / 1024,
+                    "rss_growth_after_warmup_mib": (runs[-1].rss_kib - base.rss_kib) / 1024,
+                    "fds_first": runs[0].fds, "fds_baseline": base.fds,
+                    "fds_max_after_warmup": max(s.fds for s in runs[warmup:]) if len(runs) > warmup else base.fds,
                     "fds_last": runs[-1].fds}
     return out
 
@@ -176,17 +178,20 @@ def main() -> int:
     finally:
         rig.close()
     problems = ([failure] if failure else []) + check_bounds(samples)
+    sequences = summary(samples) if samples else {}
     figures = {"cycles_per_sequence": cycles, "cycles_done": len(samples), "seconds": time.monotonic() - start,
                "lost_blocks": soak.lost_blocks if soak else None, "warmup": WARMUP, "rss_bound_mib": RSS_BOUND_MIB,
-               "sequences": summary(samples) if samples else {}, "problems": problems,
+               "sequences": sequences, "problems": problems,
                "samples": [asdict(s) for s in samples]}
     (run / "soak.json").write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"\n{'sequence':10} {'cycles':>6} {'median s':>8} {'max s':>6} {'RSS MiB first/base/last':>24} {'fds first/base/max/last':>24}")
-    for seq, f in figures["sequences"].items():
+    print(f"\n{'sequence':10} {'cycles':>6} {'median s':>8} {'max s':>6} {'RSS MiB first/base/last':>24} "
+          f"{'fds first/base/max/last':>24}")
+    for seq, f in sequences.items():
         print(f"{seq:10} {f['cycles']:6d} {f['cycle_median_s']:8.2f} {f['cycle_max_s']:6.2f} "
               f"{f['rss_first_mib']:8.1f}/{f['rss_baseline_mib']:.1f}/{f['rss_last_mib']:.1f} "
               f"{f['fds_first']:10d}/{f['fds_baseline']}/{f['fds_max_after_warmup']}/{f['fds_last']}")
-    print(f"lost blocks: {figures['lost_blocks']}; bounds: fds no growth after {WARMUP} cycles, RSS +{RSS_BOUND_MIB:g} MiB")
+    print(f"lost blocks: {figures['lost_blocks']}; bounds: fds no growth after {WARMUP} cycles, "
+          f"RSS +{RSS_BOUND_MIB:g} MiB")
     print(f"written: {run / 'soak.json'}")
     if problems:
         print("SOAK FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)

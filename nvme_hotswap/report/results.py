@@ -29,7 +29,7 @@ def run_dir() -> Path:
         path.mkdir(parents=True, exist_ok=True)
         return path
     root = config.current().results_root
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%M%SZ")
     path = root / stamp
     n = 1
     while True:
@@ -76,7 +76,7 @@ def record_environment(extra: dict[str, object]) -> Path:
 
 
 if __name__ == "__main__":
-    # `python -m nvme_hotswap.results`: make this run's folder now and print it, so a Makefile recipe
+    # `python -m nvme_hotswap.report.results`: make this run's folder now and print it, so a Makefile recipe
     # can hand the same folder to pytest and to the evidence report (NVME_HOTSWAP_RUN_DIR) and a
     # second run started meanwhile (which moves results/latest) cannot mix them up.
     print(run_dir())

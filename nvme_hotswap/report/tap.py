@@ -35,5 +35,5 @@ class TapWriter:
             self.lines.append(f"not ok {n} {name}\n  ---\n  message: '{first}'\n  when: {report.when}\n  ...")
 
     def pytest_sessionfinish(self) -> None:
-        self.path.write_text("TAP version 13\n" + "".join(l + "\n" for l in self.lines)
+        self.path.write_text("TAP version 13\n" + "".join(line + "\n" for line in self.lines)
                              + f"1..{len(self.lines)}\n")

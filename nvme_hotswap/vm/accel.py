@@ -63,10 +63,12 @@ def probe_kvm(qemu: Path, firmware_args: list[str]) -> tuple[bool, str]:
         start = time.monotonic()
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
+        stderr = proc.stderr
+        assert stderr is not None   # stderr=PIPE
         try:
             while time.monotonic() - start < PROBE_TIMEOUT_S:
                 if proc.poll() is not None:
-                    err = proc.stderr.read().decode(errors="replace").strip().splitlines()
+                    err = stderr.read().decode(errors="replace").strip().splitlines()
                     return False, f"QEMU exited with {proc.returncode} under KVM: {err[-1] if err else 'no message'}"
                 if serial.exists() and PROBE_MARKER in serial.read_bytes():
                     return True, f"probe loop ran in {time.monotonic() - start:.2f} s under KVM"
@@ -76,7 +78,7 @@ def probe_kvm(qemu: Path, firmware_args: list[str]) -> tuple[bool, str]:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-            proc.stderr.close()
+            stderr.close()
 
 
 @functools.cache

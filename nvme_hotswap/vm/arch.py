@@ -42,7 +42,8 @@ X86_64 = Arch(
     # qboot numbers the root ports' secondary buses in reverse slot order (rp2 -> bus 1); Linux then
     # renumbers them depth-first, as SeaBIOS and real firmware do, so nvmeN sits at 0000:0(N+1):00.0.
     firmware_kernel_args="pci=assign-busses",
-    # q35's default ACPI PCI hotplug breaks AER recovery (native PCIe hotplug is what AER recovery needs: docs/guests.md): turn it off for native pciehp.
+    # q35's default ACPI PCI hotplug breaks AER recovery (native PCIe hotplug is what AER recovery
+    # needs: docs/guests.md): turn it off for native pciehp.
     native_hotplug_args=("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"),
     acpi_pci_hotplug=True,
 )

@@ -31,11 +31,14 @@ class Capabilities:
         """None if `need` is present, else the reason a test needing it must cancel."""
         reasons = {
             "nvme_ns_hotplug": None if self.nvme_ns_hotplug else
-            f"QEMU lacks nvme-ns hotplug ({self.nvme_ns_hotplug_detail}): series patch 'hw/nvme: add namespace hotplug support' not applied",
+            f"QEMU lacks nvme-ns hotplug ({self.nvme_ns_hotplug_detail}): "
+            "series patch 'hw/nvme: add namespace hotplug support' not applied",
             "drive_insert": None if self.drive_insert_hmp else
-            f"QEMU lacks drive_insert ({self.drive_insert_detail}): series patch 'block/monitor: add drive_insert HMP command' not applied",
+            f"QEMU lacks drive_insert ({self.drive_insert_detail}): "
+            "series patch 'block/monitor: add drive_insert HMP command' not applied",
             "reconnect_qmp": None if self.reconnect_qmp else
-            f"QEMU lacks QMP {RECONNECT_QMP_COMMAND}: series patch adding the QMP command under drive_insert not applied",
+            f"QEMU lacks QMP {RECONNECT_QMP_COMMAND}: "
+            "series patch adding the QMP command under drive_insert not applied",
         }
         if need not in reasons:
             raise KeyError(f"unknown capability {need!r}; known: {sorted(reasons)}")

@@ -6,6 +6,7 @@ end stragglers by PID (never by name) and fail the run if any had to be ended th
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import logging
 import os
@@ -15,8 +16,9 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from qemu.qmp import ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
@@ -26,11 +28,34 @@ from ..wait import WaitTimeout
 LOG = logging.getLogger("nvme_hotswap.machine")
 
 #: PID -> machine, for every QEMU this process started and has not reaped yet.
-LIVE: dict[int, "QemuMachine"] = {}
+LIVE: dict[int, QemuMachine] = {}
 
 
 class MonitorError(RuntimeError):
     """QEMU answered a monitor command with an error (QMP `error`, or HMP error text)."""
+
+
+class QemuExited(AssertionError):
+    """QEMU is gone while the harness still talks to it; the message has its status and stderr."""
+
+
+def describe_status(returncode: int | None) -> str:
+    """`exit 1`, or `killed by SIGABRT (exit -6)` for a process a signal ended."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name} (exit {returncode})"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit {returncode}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """What a QEMU holds that a hot-swap must give back: named block nodes and open fds."""
+    nodes: tuple[str, ...]     # "node-name (file)" of each node query-named-block-nodes lists
+    fds: int                   # entries of /proc/<pid>/fd
 
 
 class QemuMachine:
@@ -53,6 +78,7 @@ class QemuMachine:
         self._qmp: QEMUMonitorProtocol | None = None
         self._events: list[dict[str, Any]] = []
         self._t0 = time.monotonic()
+        self.ended_by: str | None = None   # how shutdown() ended it: quit, SIGTERM, SIGKILL, or on its own
 
     # --- lifecycle -------------------------------------------------------------------------
     def launch(self, timeout: float = 30.0) -> None:
@@ -75,7 +101,11 @@ class QemuMachine:
         try:
             self._qmp.accept(timeout=timeout)
         except Exception as exc:
+            exited = self.proc.poll()
             self.shutdown()
+            if exited is not None:
+                raise QemuExited(f"{self.name}: QEMU exited before answering QMP ({describe_status(exited)}): "
+                                 f"{self.stderr_tail()}") from exc
             raise RuntimeError(f"{self.name}: QEMU did not connect to QMP within {timeout:g} s "
                                f"({exc}); see {self.stderr_log}: {self.stderr_tail()}") from exc
 
@@ -101,6 +131,8 @@ class QemuMachine:
         """Quit through QMP, then SIGTERM, then SIGKILL, always by PID; returns the exit code."""
         if self.proc is None:
             return None
+        if self.ended_by is None:
+            self.ended_by = "on its own, before quit" if self.proc.poll() is not None else "quit"
         if self.proc.poll() is None and self._qmp is not None:
             try:
                 self._qmp.settimeout(3.0)
@@ -110,6 +142,7 @@ class QemuMachine:
         for sig, grace in ((None, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             if sig is not None and self.proc.poll() is None:
                 LOG.warning("%s: QEMU pid %d did not exit, sending %s", self.name, self.proc.pid, sig.name)
+                self.ended_by = sig.name
                 self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=grace)
@@ -129,6 +162,33 @@ class QemuMachine:
         self._record("exit", f"exit code {self.proc.returncode}")
         return self.proc.returncode
 
+    def exit_problem(self) -> str | None:
+        """After shutdown(): why QEMU's end was abnormal (it died on its own, did not obey quit, or
+        quit with a non-zero status or a signal, e.g. an assertion at quit), or None."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        status = describe_status(self.proc.returncode)
+        if self.ended_by == "quit" and self.proc.returncode == 0:
+            return None
+        if self.ended_by == "quit":
+            what = f"QEMU ended abnormally at quit: {status}"
+        elif self.ended_by in ("SIGTERM", "SIGKILL"):
+            what = f"QEMU did not exit on quit and had to be sent {self.ended_by} ({status})"
+        else:
+            what = f"QEMU exited {self.ended_by}: {status}"
+        return f"{what}; QEMU stderr ({self.stderr_log}): {self.stderr_tail()}"
+
+    def check_alive(self) -> None:
+        """Raise QemuExited with its status and stderr tail if QEMU is no longer running."""
+        if self.proc is not None and self.proc.poll() is not None:
+            status = describe_status(self.proc.returncode)
+            raise QemuExited(f"{self.name}: QEMU pid {self.proc.pid} is gone ({status}); stderr: {self.stderr_tail()}")
+
+    def resources(self) -> Resources:
+        """The named block nodes and the open fd count, now."""
+        nodes = tuple(sorted(f"{n.get('node-name')} ({n.get('file')})" for n in self.qmp("query-named-block-nodes")))
+        return Resources(nodes, len(os.listdir(f"/proc/{self.pid}/fd")))
+
     # --- monitor ---------------------------------------------------------------------------
     def qmp(self, command: str, **args: Any) -> Any:
         """Run a QMP command; return its `return` value or raise MonitorError with QEMU's text."""
@@ -140,6 +200,10 @@ class QemuMachine:
         except ExecuteError as exc:
             self._record("qmp<", f"error: {exc}")
             raise MonitorError(f"QMP {command} failed: {exc}") from exc
+        except Exception:
+            self._record("qmp<", "no answer")
+            self.check_alive()   # a dead QEMU is named as such, not as a socket error
+            raise
         self._record("qmp<", json.dumps(ret))
         return ret
 
@@ -153,6 +217,10 @@ class QemuMachine:
         except ExecuteError as exc:
             self._record("hmp<", f"error: {exc}")
             raise MonitorError(f"HMP {command_line!r} failed: {exc}") from exc
+        except Exception:
+            self._record("hmp<", "no answer")
+            self.check_alive()
+            raise
         self._record("hmp<", str(out).rstrip())
         return str(out)
 
@@ -171,13 +239,14 @@ class QemuMachine:
         assert self._qmp is not None, f"{self.name}: not launched"
         deadline = time.monotonic() + timeout
         while True:
-            for i, ev in enumerate(self._events):
-                if ev.get("event") == name and _matches(ev.get("data", {}), match or {}):
+            for i, seen in enumerate(self._events):
+                if seen.get("event") == name and _matches(seen.get("data", {}), match or {}):
                     return self._events.pop(i)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise WaitTimeout(f"{self.name}: waited {timeout:g} s for QMP event {name} "
                                   f"matching {match}; events seen: {[e.get('event') for e in self._events]}")
+            ev: dict[str, Any] | None
             try:
                 ev = self._qmp.pull_event(wait=min(remaining, 1.0))
             except TimeoutError:

@@ -3,8 +3,9 @@
 N controllers, each behind its own pcie-root-port (rpN at 00:1N.0 on pcie.0, so the guest
 enumerates nvmeN's controller at bus N+1), each with namespaces backed by raw files whose
 first sector carries a label. Optionally one nvme-subsys per controller (the series author's
-configuration). Ids follow one scheme so tests and transcripts read alike:
-rpN, nvmeN, nsN (first namespace) / nsN_M, drvN / drvN_M, subsysN.
+configuration), and optionally controllers that share one nvme-subsys (a dual-ported drive: the
+first of them carries the namespaces, shared with the others). Ids follow one scheme so tests and
+transcripts read alike: rpN, nvmeN, nsN (first namespace) / nsN_M, drvN / drvN_M, subsysN.
 """
 from __future__ import annotations
 
@@ -46,7 +47,11 @@ class NamespaceSpec:
 class ControllerSpec:
     index: int
     namespaces: tuple[NamespaceSpec, ...]
-    subsys: bool
+    subsys_index: int | None = None   # the nvme-subsys it is in (subsysN), None: none
+
+    @property
+    def subsys(self) -> bool:
+        return self.subsys_index is not None
 
     @property
     def dev_id(self) -> str:
@@ -58,11 +63,12 @@ class ControllerSpec:
 
     @property
     def subsys_id(self) -> str:
-        return f"subsys{self.index}"
+        return f"subsys{self.subsys_index}"
 
     @property
     def serial(self) -> str:
-        return f"NVMEHS{self.index:04d}"
+        """NVMEHS000N; the controllers of one subsystem share its serial (QEMU requires it)."""
+        return f"NVMEHS{self.index if self.subsys_index is None else self.subsys_index:04d}"
 
     @property
     def port_pci_address(self) -> str:
@@ -84,20 +90,28 @@ class Topology:
 
     @classmethod
     def plan(cls, workdir: Path, controllers: int = 3, namespaces_per_controller: int = 1,
-             size_mib: int = 64, subsys: bool = False) -> Topology:
-        """Lay out the devices (ids, addresses, backing file paths) without creating anything."""
-        return cls(tuple(
-            ControllerSpec(index=c, subsys=subsys, namespaces=tuple(
-                NamespaceSpec(controller=c, index=n, nsid=n + 1, image=workdir / f"disk-nvme{c}n{n + 1}.img",
-                              size_bytes=size_mib << 20)
-                for n in range(namespaces_per_controller)))
-            for c in range(controllers)))
+             size_mib: int = 64, subsys: bool = False, shared_subsys: tuple[int, ...] = ()) -> Topology:
+        """Lay out the devices (ids, addresses, backing file paths) without creating anything.
+
+        `subsys`: each controller in an nvme-subsys of its own. `shared_subsys`: these controllers
+        share one nvme-subsys (named after the first); only the first has namespaces of its own,
+        the others reach them through the subsystem (an NSID is unique in a subsystem)."""
+        ctrls = []
+        for c in range(controllers):
+            shared = c in shared_subsys
+            own = namespaces_per_controller if not shared or c == shared_subsys[0] else 0
+            ctrls.append(ControllerSpec(
+                index=c, subsys_index=shared_subsys[0] if shared else (c if subsys else None),
+                namespaces=tuple(NamespaceSpec(controller=c, index=n, nsid=n + 1,
+                                               image=workdir / f"disk-nvme{c}n{n + 1}.img", size_bytes=size_mib << 20)
+                                 for n in range(own))))
+        return cls(tuple(ctrls))
 
     @classmethod
     def create(cls, workdir: Path, controllers: int = 3, namespaces_per_controller: int = 1,
-               size_mib: int = 64, subsys: bool = False) -> Topology:
+               size_mib: int = 64, subsys: bool = False, shared_subsys: tuple[int, ...] = ()) -> Topology:
         """Lay out the devices and create their labelled, sparse backing files in `workdir`."""
-        topo = cls.plan(workdir, controllers, namespaces_per_controller, size_mib, subsys)
+        topo = cls.plan(workdir, controllers, namespaces_per_controller, size_mib, subsys, shared_subsys)
         workdir.mkdir(parents=True, exist_ok=True)
         for c in topo.controllers:
             for ns in c.namespaces:
@@ -118,10 +132,12 @@ class Topology:
 
     def qemu_args(self) -> list[str]:
         args: list[str] = []
+        made: set[str] = set()
         for c in self.controllers:
             args += ["-device", f"pcie-root-port,id={c.port_id},bus=pcie.0,"
                                 f"addr=0x{ROOT_PORT_SLOT_BASE + c.index:x},chassis={c.index + 1},slot={c.index + 1}"]
-            if c.subsys:
+            if c.subsys and c.subsys_id not in made:
+                made.add(c.subsys_id)
                 args += ["-device", f"nvme-subsys,id={c.subsys_id},nqn=nqn.2026-04.org.qemu:{c.subsys_id}"]
             ctrl = f"nvme,id={c.dev_id},serial={c.serial},bus={c.port_id}"
             args += ["-device", ctrl + (f",subsys={c.subsys_id}" if c.subsys else "")]

@@ -68,6 +68,7 @@ class DriveReconnect(HotswapTest):
 
         :avocado: tags=needs:reconnect_qmp
         """
+        self.allow_growth(nodes=1, why="the reconnected node sits on blkdebug, one node more than the raw file")
         self.vm.drive_del("vdrv")
         self.vm.qmp("blockdev-add", driver="raw", **{"node-name": "faulty"},
                     file={"driver": "blkdebug", "image": {"driver": "file", "filename": str(self.vdisk)},

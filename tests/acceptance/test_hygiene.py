@@ -108,7 +108,7 @@ class Hygiene(unittest.TestCase):
             self.assertEqual(child.returncode, 0, out.decode(errors="replace"))
         held = [f.read_text().split() for f in (tmp / "reports").iterdir()]
         self.assertEqual(len(held), vms, held)
-        ports, sockdirs, rundirs = zip(*held)
+        ports, sockdirs, rundirs = zip(*held, strict=True)
         self.assertEqual(len(set(ports)), vms, f"two VMs got the same forwarded port: {ports}")
         self.assertEqual(len(set(sockdirs)), vms, f"two VMs shared a monitor socket folder: {sockdirs}")
         self.assertEqual(len(set(rundirs)), runs, f"run folders: {sorted(set(rundirs))}")

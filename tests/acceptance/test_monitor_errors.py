@@ -1,9 +1,9 @@
 """Bad monitor input gets a clear error naming what was wrong; QEMU runs on, the guest is untouched."""
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from nvme_hotswap.vm.machine import MonitorError
 from nvme_hotswap.testcase import HotswapTest
+from nvme_hotswap.vm.machine import MonitorError
 from nvme_hotswap.vm.topology import drive_option, namespace_props
 
 
@@ -59,8 +59,10 @@ class MonitorErrors(HotswapTest):
         :avocado: tags=needs:nvme_ns_hotplug
         """
         self.vm.drive_add(drive_option("spare", self.rig.new_disk("spare")))
-        self.assert_refused(lambda: self.vm.qmp("device_add", **namespace_props("dup", "spare", self.rig.ctrl(1).dev_id, 1)),
+        bus = self.rig.ctrl(1).dev_id
+        self.assert_refused(lambda: self.vm.qmp("device_add", **namespace_props("dup", "spare", bus, 1)),
                             "namespace id '1'")  # QEMU's existing wording for a taken NSID (hw/nvme/ns.c)
         self.assert_refused(lambda: self.vm.qmp("device_add", **namespace_props("lost", "spare", "nosuchbus", 2)),
                             "nosuchbus")
         self.assert_guest_untouched()
+        self.vm.drive_del("spare")   # refused devices took nothing: the drive goes, QEMU is as it was

@@ -23,7 +23,8 @@ class NamespaceHotplug(HotswapTest):
         image = self.rig.new_disk("hotadd", size_mib=32)
         mark = self.guest.klog_mark()
 
-        self.rig.plug_namespace(self.rig.ctrl(2).hot_namespace(nsid=2, image=image), image)
+        hot = self.rig.ctrl(2).hot_namespace(nsid=2, image=image)
+        self.rig.plug_namespace(hot, image)
         ns = self.rig.wait_for_namespace(2, 2)
         self.assert_rescanned_only(mark, 2)
 
@@ -36,6 +37,12 @@ class NamespaceHotplug(HotswapTest):
         self.assertEqual({a: n for a, (n, _) in after.items()}, {a: n for a, (n, _) in before.items()},
                          "a controller was renamed")
         self.assertEqual(after[self.rig.ctrl(2).pci_address][1], sorted([self.rig.disk(2), ns.block]))
+
+        # Unplugged again, the namespace gives its drive back (the harness checks QEMU's block nodes).
+        self.rig.unplug_namespace(hot)
+        self.rig.wait_for_namespace_gone(2, 2)
+        self.vm.drive_del(hot.drive_id)
+        self.assert_names_unchanged(before)
 
     def test_hot_remove_and_replug(self) -> None:
         c = self.rig.ctrl(2)

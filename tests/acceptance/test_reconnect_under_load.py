@@ -29,14 +29,16 @@ class ReconnectUnderLoad(HotswapTest):
         """Write block i (a header naming i) at LOOP_BASE+i; log "i ok|err uptime" per write."""
         loop = (f"i=0; while [ ! -e /tmp/stop ] && [ $i -lt {LOOP_MAX} ]; do "
                 "if printf 'nvme-hotswap block %08d\\n' $i | "
-                f"dd of=/dev/{self.rig.disk(2)} bs=4096 seek=$(({LOOP_BASE}+i)) conv=sync,fsync oflag=direct 2>/dev/null; "
+                f"dd of=/dev/{self.rig.disk(2)} bs=4096 seek=$(({LOOP_BASE}+i)) "
+                "conv=sync,fsync oflag=direct 2>/dev/null; "
                 "then s=ok; else s=err; fi; echo \"$i $s $(cut -d' ' -f1 /proc/uptime)\"; i=$((i+1)); "
                 "done > /tmp/loop.log; touch /tmp/loop.done")
         self.guest.spawn(f"sh -c {shlex.quote(loop)}")
 
     def loop_log(self) -> list[tuple[int, str, float]]:
         out = self.guest.check("cat /tmp/loop.log")
-        return [(int(i), s, float(t)) for i, s, t in (line.split() for line in out.splitlines() if line.count(" ") == 2)]
+        return [(int(i), s, float(t))
+                for i, s, t in (line.split() for line in out.splitlines() if line.count(" ") == 2)]
 
     def wait_for_acks(self, count: int, after: float = 0.0) -> None:
         wait_until(lambda: sum(1 for _, s, t in self.loop_log() if s == "ok" and t > after) >= count, 60,

@@ -12,9 +12,7 @@ from nvme_hotswap.vm.topology import label_of
 
 class SubsystemSwap(HotswapTest):
     """Both sequences on nvme2 in its own nvme-subsys; subclasses choose the multipath mode.
-
-    :avocado: disable
-    """
+    Not a test itself (pytest: __test__; avocado: no `enable`)."""
 
     __test__ = False
     subsys = True
@@ -35,6 +33,7 @@ class SubsystemSwap(HotswapTest):
             self.assertEqual((ns.entry, ns.block), (f"{ctrl}n1", f"{ctrl}n1"))
 
     def test_drive_reconnect(self) -> None:
+        """:avocado: tags=needs:drive_insert"""
         self.assert_kernel_naming()
         before = self.guest.nvme_names()
         digest = self.guest.write_random(self.rig.disk(2), 256, 4)
@@ -44,6 +43,7 @@ class SubsystemSwap(HotswapTest):
         self.assertEqual(self.guest.read_sha256(self.rig.disk(2), 256, 4), digest)
 
     def test_namespace_swap(self) -> None:
+        """:avocado: tags=needs:nvme_ns_hotplug"""
         self.assert_kernel_naming()
         before = self.guest.nvme_names()
         self.rig.namespace_swap(2, self.rig.new_disk("swapped-in"))
@@ -55,8 +55,8 @@ class SubsystemSwap(HotswapTest):
 class SubsystemMultipathOn(SubsystemSwap):
     """Debian's default: native NVMe multipath.
 
-    :avocado: enable
-    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer,subsys,multipath,needs:drive_insert,needs:nvme_ns_hotplug
+    :avocado: recursive
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer,subsys,multipath
     """
 
     __test__ = True
@@ -65,8 +65,8 @@ class SubsystemMultipathOn(SubsystemSwap):
 class SubsystemMultipathOff(SubsystemSwap):
     """As the cover letter was tested: nvme_core.multipath=N.
 
-    :avocado: enable
-    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer,subsys,needs:drive_insert,needs:nvme_ns_hotplug
+    :avocado: recursive
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer,subsys
     """
 
     __test__ = True

@@ -18,7 +18,7 @@ class EditedSeries(unittest.TestCase):
                 before = original.read_text().splitlines()
                 after = (series / original.name).read_text().splitlines()
                 self.assertEqual(len(before), len(after), "hunk line counts must not change")
-                changed = [(a, b) for a, b in zip(before, after) if a != b]
+                changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
                 if original.name.startswith("0001-"):
                     self.assertEqual(len(changed), 1, changed)
                     a, b = changed[0]

@@ -1,11 +1,12 @@
-"""The evidence report's parsing, on lines recorded by real runs (monitor transcript, guest dmesg)."""
+"""The evidence report: parsing lines recorded by real runs (monitor transcript, guest dmesg), and the reports."""
 import json
 import tempfile
 import unittest
 from pathlib import Path
 
+from nvme_hotswap.guest.facts import KernelLine, parse_dmesg
 from nvme_hotswap.report import evidence
-from nvme_hotswap.guest.facts import parse_dmesg
+from nvme_hotswap.report.evidence import model, parse, render
 from nvme_hotswap.vm.topology import Topology
 
 MONITOR = """\
@@ -21,7 +22,7 @@ MONITOR = """\
 16:42:22 +   5.733s hmp>   pcie_aer_inject_error rp2 SDN
 16:42:22 +   5.734s hmp<   OK id: rp2 root bus: 0000:00, bus: 0 devfn: 12.0
 16:42:23 +   6.802s exit   exit code 0
-"""
+"""  # noqa: E501, W291 (recorded verbatim: the empty replies end in spaces)
 
 DMESG = """\
 [    3.740682] nvme nvme2: Ignoring bogus Namespace Identifiers
@@ -36,7 +37,7 @@ DMESG = """\
 [    5.501536] nvme nvme2: restart after slot reset
 [    5.521898] nvme nvme2: 2/0/0 default/read/poll queues
 [    5.522808] pcieport 0000:00:12.0: AER: device recovery successful
-"""
+"""  # noqa: E501, W291 (recorded verbatim)
 
 # test_hot_remove_and_replug: two marks, two commands, one QMP event in between.
 REPLUG_MONITOR = """\
@@ -45,7 +46,7 @@ REPLUG_MONITOR = """\
 16:43:05 +   5.657s event  {"timestamp": {"seconds": 1795538585, "microseconds": 767888}, "event": "DEVICE_DELETED", "data": {"device": "ns2", "path": "/machine/peripheral/ns2"}}
 16:43:06 +   6.505s qmp>   {"execute": "device_add", "arguments": {"driver": "nvme-ns", "id": "ns2", "drive": "drv2", "bus": "nvme2", "nsid": 1}}
 16:43:06 +   6.507s qmp>   query-pci
-"""
+"""  # noqa: E501 (recorded verbatim)
 REPLUG_DMESG = """\
 [    5.195098] nvme-hotswap: mark 2f5641d80384
 [    5.199883] nvme nvme2: rescanning namespaces.
@@ -56,37 +57,37 @@ REPLUG_DMESG = """\
 
 class Monitor(unittest.TestCase):
     def test_entries_with_continuation_lines(self) -> None:
-        entries = evidence.parse_monitor(MONITOR)
+        entries = parse.parse_monitor(MONITOR)
         self.assertEqual([e.kind for e in entries], ["launch", "hmp>", "hmp<", "hmp>", "hmp<", "hmp>", "hmp<",
                                                      "hmp>", "hmp<", "exit"])
         self.assertIn("127.0.0.1 37405", entries[2].text)
         self.assertEqual((entries[3].seconds, entries[3].text), (5.444, "drive_del drv2"))
 
     def test_operator_form_skips_noise_and_shortens_paths(self) -> None:
-        commands = [evidence.shorten_paths(c) for c in map(evidence.operator_form, evidence.parse_monitor(MONITOR)) if c]
+        commands = [parse.shorten_paths(c) for c in map(parse.operator_form, parse.parse_monitor(MONITOR)) if c]
         self.assertEqual(commands, ["drive_del drv2", "drive_insert ns2 disks/disk-nvme2n1.img",
                                     "pcie_aer_inject_error rp2 SDN"])
 
     def test_qmp_commands_in_hmp_form(self) -> None:
-        commands = [c for c in map(evidence.operator_form, evidence.parse_monitor(REPLUG_MONITOR)) if c]
+        commands = [c for c in map(parse.operator_form, parse.parse_monitor(REPLUG_MONITOR)) if c]
         self.assertEqual(commands, ["device_del ns2", "# event DEVICE_DELETED ns2",
                                     "device_add nvme-ns,id=ns2,drive=drv2,bus=nvme2,nsid=1"])
 
 
 class KernelProof(unittest.TestCase):
     def test_recovery_lines_labelled(self) -> None:
-        labels = [label for _, label in evidence.proof_lines(parse_dmesg(DMESG))]
+        labels = [label for _, label in parse.proof_lines(parse_dmesg(DMESG))]
         self.assertEqual(labels, ["mark", "I/O fails", "fatal error received", "SDES", "frozen, reset",
                                   "link reset", "restart after slot reset", "recovery successful (I/O resumes)"])
 
     def test_recovery_failed(self) -> None:
         lines = parse_dmesg("[    6.352193] pcieport 0000:00:12.0: AER: device recovery failed\n")
-        self.assertEqual([l for _, l in evidence.proof_lines(lines)], ["recovery failed"])
+        self.assertEqual([label for _, label in parse.proof_lines(lines)], ["recovery failed"])
 
 
 class HotSwaps(unittest.TestCase):
     def test_one_swap_in_milliseconds_per_clock(self) -> None:
-        [swap] = evidence.hot_swaps(evidence.parse_monitor(MONITOR), evidence.proof_lines(parse_dmesg(DMESG)))
+        [swap] = parse.hot_swaps(parse.parse_monitor(MONITOR), parse.proof_lines(parse_dmesg(DMESG)))
         self.assertEqual([(round(ms), n) for ms, n in swap.host_ms()],
                          [(0, "drive_del"), (288, "drive_insert"), (289, "pcie_aer_inject_error")])
         guest = dict((label, round(ms)) for ms, label in swap.guest_ms())
@@ -94,13 +95,13 @@ class HotSwaps(unittest.TestCase):
                          (0, 294, 500))
 
     def test_each_mark_gets_the_command_after_it(self) -> None:
-        swaps = evidence.hot_swaps(evidence.parse_monitor(REPLUG_MONITOR),
-                                   evidence.proof_lines(parse_dmesg(REPLUG_DMESG)))
+        swaps = parse.hot_swaps(parse.parse_monitor(REPLUG_MONITOR),
+                              parse.proof_lines(parse_dmesg(REPLUG_DMESG)))
         self.assertEqual([[n for _, n in s.host_ms()] for s in swaps], [["device_del"], ["device_add"]])
-        self.assertEqual([[l for _, l in s.guest_ms()] for s in swaps], [["mark", "AEN rescan"]] * 2)
+        self.assertEqual([[label for _, label in s.guest_ms()] for s in swaps], [["mark", "AEN rescan"]] * 2)
 
     def test_no_mark_no_timeline(self) -> None:
-        self.assertEqual(evidence.hot_swaps(evidence.parse_monitor(MONITOR), []), [])
+        self.assertEqual(parse.hot_swaps(parse.parse_monitor(MONITOR), []), [])
 
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite>
@@ -133,13 +134,48 @@ class Report(unittest.TestCase):
             passed = run / "tests" / "test_drive_reconnect.DriveReconnect.test_same_file"
             passed.mkdir(parents=True)
             (passed / "vm-monitor.log").write_text('16:43:05 +   5.646s qmp>   {"execute": "device_del", "argu\n')
-            self.assertIn("unreadable", evidence.to_markdown(evidence.report_blocks(run)))
+            self.assertIn("unreadable", render.to_markdown(model.build(run)))
 
     def test_tested_by_only_when_all_passed(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             run = Path(tmp)
             (run / "junit.xml").write_text(JUNIT.replace('<skipped message="CANCEL: QEMU lacks drive_insert" />', ""))
-            self.assertIn("Tested-by:", evidence.to_markdown(evidence.report_blocks(run)))
+            self.assertIn("Tested-by:", render.to_markdown(model.build(run)))
+
+
+class Render(unittest.TestCase):
+    """Both templates on a small Report: the Markdown as written for the list, the HTML escaped."""
+
+    REPORT = model.Report(
+        title="NVMe hot-swap acceptance: run1",
+        counts=model.Counts(passed=1, failed=1, error=0, skipped=0),
+        environment=(model.EnvItem("QEMU 10.2.2, built from src with 1 patches:", ("`0001-a.patch` sha256 `44f4`",)),),
+        results=(model.ResultRow("test_a.A.test_swap", "passed", 4.12, ""),
+                 model.ResultRow("test_b.B.test_fails", "failed", 0.04, "AssertionError: 3 < 4 | <script>")),
+        scenarios=(model.Scenario("test_a.A.test_swap", commands=("drive_del drv2", "# event DEVICE_DELETED ns2"),
+                                  kernel_log=(KernelLine(5.022597, "nvme-hotswap: mark cb88264c1cf4"),),
+                                  notes=(model.Note("Names", "nvme2 -> nvme3 `by-id`"),)),),
+        trailer=None)
+
+    def test_markdown(self) -> None:
+        md = render.to_markdown(self.REPORT)
+        self.assertTrue(md.startswith("# NVMe hot-swap acceptance: run1\n\n1 passed, 1 failed, 0 errors, 0 skipped"))
+        self.assertIn("- QEMU 10.2.2, built from src with 1 patches:\n  - `0001-a.patch` sha256 `44f4`\n", md)
+        self.assertIn("| test_b.B.test_fails | failed | 0.0 | AssertionError: 3 < 4 / <script> |\n", md)
+        self.assertIn("### test_a.A.test_swap\n\n```\n(qemu) drive_del drv2\n# event DEVICE_DELETED ns2\n\n"
+                      "# guest kernel log\n[    5.022597] nvme-hotswap: mark cb88264c1cf4\n```\n\n"
+                      "Names: nvme2 -> nvme3 `by-id`\n", md)
+        self.assertTrue(md.endswith("`by-id`\n"))   # one newline at the end, no trailer: a test failed
+
+    def test_html_is_escaped(self) -> None:
+        page = render.to_html(self.REPORT, plots=False)
+        self.assertIn("<td class='AssertionError: 3 &lt; 4 | &lt;script&gt;'>AssertionError: 3 &lt; 4 | &lt;script&gt;"
+                      "</td>", page)
+        self.assertNotIn("<script>", page)
+        self.assertIn("<li><code>0001-a.patch</code> sha256 <code>44f4</code></li>", page)
+        self.assertIn("<pre>(qemu) drive_del drv2\n# event DEVICE_DELETED ns2\n\n# guest kernel log\n", page)
+        self.assertIn("<p>Names: nvme2 -&gt; nvme3 <code>by-id</code></p>", page)
+        self.assertTrue(page.endswith("</p>\n</body></html>\n"))
 
 
 class TopologyRecord(unittest.TestCase):

@@ -27,7 +27,7 @@ class Generator(unittest.TestCase):
 
 
 def samples(seq: str, rss_mib: list[float], fds: list[int]) -> list[soak.Sample]:
-    return [soak.Sample(seq, i + 1, 1.0, int(r * 1024), f) for i, (r, f) in enumerate(zip(rss_mib, fds))]
+    return [soak.Sample(seq, i + 1, 1.0, int(r * 1024), f) for i, (r, f) in enumerate(zip(rss_mib, fds, strict=True))]
 
 
 class Bounds(unittest.TestCase):

@@ -74,7 +74,7 @@ class ParseDmesg(unittest.TestCase):
     def test_lines_after_mark(self) -> None:
         lines = guestfacts.parse_dmesg(DMESG)
         after = guestfacts.lines_after_mark(lines, "nvme-hotswap: mark abc")
-        self.assertEqual([l.text for l in after], ["nvme nvme2: rescanning namespaces.", "not a kernel line"])
+        self.assertEqual([line.text for line in after], ["nvme nvme2: rescanning namespaces.", "not a kernel line"])
 
     def test_missing_mark_keeps_everything(self) -> None:
         lines = guestfacts.parse_dmesg(DMESG)

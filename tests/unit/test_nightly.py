@@ -25,8 +25,8 @@ BEFORE = line("t1", bookworm={"A.test_pass": ("passed", 5.0), "A.test_fail": ("f
 class Compare(unittest.TestCase):
     def test_same_results_no_regression(self) -> None:
         diff = nightly.compare(BEFORE, BEFORE)
-        self.assertEqual(diff, {"new_failures": [], "fixed": [], "slower": [], "still_failing": ["bookworm/A.test_fail"],
-                                "cell_load": []})
+        self.assertEqual(diff, {"new_failures": [], "fixed": [], "slower": [],
+                                "still_failing": ["bookworm/A.test_fail"], "cell_load": []})
         text, regression = nightly.report(BEFORE, BEFORE, diff)
         self.assertFalse(regression)
         self.assertIn("no regression", text)
@@ -57,8 +57,8 @@ class Compare(unittest.TestCase):
         self.assertEqual(diff["slower"], ["bookworm/A.test_pass (5 s -> 10.5 s)"])
         self.assertEqual(nightly.compare(BEFORE, now, ratio=1.3)["slower"],
                          ["bookworm/A.test_long (20 s -> 28 s)", "bookworm/A.test_pass (5 s -> 10.5 s)"])
-        self.assertTrue(nightly.report(BEFORE, line("t3", bookworm={"A.test_pass": ("passed", 10.5)}),
-                                       nightly.compare(BEFORE, line("t3", bookworm={"A.test_pass": ("passed", 10.5)})))[1])
+        slower = line("t3", bookworm={"A.test_pass": ("passed", 10.5)})
+        self.assertTrue(nightly.report(BEFORE, slower, nightly.compare(BEFORE, slower))[1])
 
     def test_a_cell_slower_as_a_whole_is_noted_and_its_outlier_still_caught(self) -> None:
         """A loaded machine doubles every test: no regression; one test 4x slower still is one."""
