@@ -23,6 +23,8 @@ export GUEST IMAGE CLOUD_USER
 # Guest architecture: `make check-acceptance GUEST_ARCH=aarch64` (or `make check-aarch64`) builds
 # qemu-system-aarch64 and an arm64 guest and boots it on the virt machine (TCG on this host).
 export GUEST_ARCH
+# QEMU_FLAVOUR=asan: our QEMU with AddressSanitizer (scripts/build-qemu.sh; its own cache key).
+export QEMU_FLAVOUR
 
 # `make help` prints every target's `## ` comment (target: prerequisites ## what it does), then the
 # lines below that start with `## `.
@@ -31,8 +33,10 @@ export GUEST_ARCH
 ##            GUEST_KERNEL=bookworm-cloud|bookworm|trixie (guest kernel: bookworm-cloud, the default, is
 ##              Debian 12's 6.1 cloud flavour; bookworm Debian 12's generic 6.1; trixie Debian 13's 6.12)
 ##            GUEST_ARCH=x86_64|aarch64 (guest architecture: q35, default, or arm64 on virt)
+##            QEMU_FLAVOUR=asan (our QEMU with AddressSanitizer: a leak or use-after-free report fails its test)
 
-.PHONY: help venv host-deps qemu qemu-unpatched guest lint check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud check-aarch64 nightly soak fuzz clean
+
+.PHONY: help mutation-score venv host-deps qemu qemu-unpatched guest lint check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud check-aarch64 nightly soak fuzz clean
 
 help: ## this list: every target, then the variables
 	@awk 'BEGIN { FS = ":.*## " } \
@@ -47,7 +51,7 @@ host-deps: ## install the Debian packages the builds and the lint need (scripts/
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@bash scripts/install-host-deps.sh
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[lint]'
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[lint,mutation]'
 	@touch $@
 
 venv: $(VENV)/.installed ## the Python venv (VENV, default .venv): this project, editable, and its pinned lint tools
@@ -92,6 +96,9 @@ evidence: venv ## the evidence report of the latest run again (results/latest)
 # scenarios against it; fails unless every mutant is caught (docs/mutation.md).
 check-mutants: venv ## mutation check: every broken variant in patches/mutants/ must fail a scenario
 	$(PY) -m nvme_hotswap.programs.mutation
+
+mutation-score: venv ## generated mutants of every C line the series adds (MUTATION_SAMPLE=N per patch): killed / judged
+	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.mutation_score
 
 # lint first: it is the cheapest.
 check: lint check-unit check-series check-acceptance check-mutants ## the project's own tests: lint, unit tests, the series' QEMU tests, acceptance, mutants

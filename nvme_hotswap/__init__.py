@@ -1,14 +1,15 @@
 """Harness of the NVMe hot-swap acceptance suite, in layers that import only downwards.
 
-  config.py, wait.py, tags.py   the run's configuration (one frozen value), bounded waits, avocado tags
+  config.py, arch.py, wait.py, tags.py   the run's configuration (one frozen value), the guest
+             architectures, bounded waits, avocado tags
   vm/        driving QEMU: the process and its monitor (machine), the accelerator probe (accel), the
-             guest architectures (arch), the devices booted (topology), what the QEMU can do (capabilities)
+             devices booted (topology), what the QEMU can do (capabilities)
   guest/     talking to the guest: SSH (ssh), parsers of what it prints (facts), kernel-log patterns
              (klog), the run's SSH key (sshkey), the cloud-style guest's seed and disk (cloud)
   hotswap/   the hot-swap layer: the boot to SSH (boot) and every hot-swap step with its wait (rig)
   report/    what a run leaves: results folders (results), environment.json (environment), junit.xml
              reading (junit), TAP (tap), EVIDENCE.md/.html (evidence)
   testcase.py  HotswapTest, the base class of tests/acceptance: lifecycle, cancels, assertions
-  programs/  make soak, fuzz, bench, nightly, check-mutants and boot variants; the library never
-             imports them
+  programs/  make soak, fuzz, bench, nightly, check-mutants, mutation-score and boot variants, and
+             their process helper (proc); the library never imports them
 """

@@ -16,8 +16,8 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from .vm import arch
-from .vm.arch import Arch
+from . import arch
+from .arch import Arch
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FIRMWARE = "/usr/share/seabios:/usr/share/qemu:/usr/lib/ipxe/qemu"

@@ -18,12 +18,12 @@ from typing import Any
 
 import avocado
 
-from . import config, tags
+from . import arch, config, tags
 from .guest import klog
 from .guest.ssh import Guest
 from .hotswap.rig import Names, Rig
 from .report import environment, results
-from .vm import accel, arch, capabilities
+from .vm import accel, capabilities
 from .vm.machine import QemuMachine, Resources, describe_status
 from .vm.topology import Topology
 from .wait import WaitTimeout, wait_until
@@ -209,10 +209,10 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
         return []
 
     # --- what tests conclude ---------------------------------------------------------------
-    def swap_drive(self, index: int, image: Path) -> str:
+    def swap_drive(self, index: int, image: Path, fmt: str | None = None) -> str:
         """The cover letter's sequence (Rig.reconnect), asserting that guest I/O fails while the
         drive is pulled and that the guest's AER recovery went as it should. Returns the mark."""
-        mark = self.rig.reconnect(index, image, while_pulled=self.assert_io_fails)
+        mark = self.rig.reconnect(index, image, while_pulled=self.assert_io_fails, fmt=fmt)
         self.assert_aer_recovery(mark, index)
         return mark
 

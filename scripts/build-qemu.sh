@@ -28,6 +28,14 @@ TARGET=$GUEST_ARCH-softmmu
 CONFIGURE_FLAGS=(--target-list="$TARGET" --without-default-features --enable-slirp --enable-kvm
                  --enable-tcg --enable-fdt=system --disable-install-blobs --disable-docs)
 binary_name=qemu-system-${TARGET%-softmmu}
+# QEMU_FLAVOUR=asan: AddressSanitizer (and LeakSanitizer at exit) in QEMU; its own cache key through the
+# flags. The harness fails a test when QEMU reports (a report ends QEMU with a non-zero status).
+QEMU_FLAVOUR=${QEMU_FLAVOUR:-default}
+case "$QEMU_FLAVOUR" in
+  default) ;;
+  asan) CONFIGURE_FLAGS+=(--enable-asan) ;;
+  *) die "QEMU_FLAVOUR must be default or asan (got $QEMU_FLAVOUR)" ;;
+esac
 
 # --- the series --------------------------------------------------------------------------------
 patch_files=()
@@ -140,6 +148,7 @@ log "ninja $binary_name"
 ninja -C "$out/build" "$binary_name" >>"$out/build.log" 2>&1 || { tail -40 "$out/build.log" >&2; die "build failed; see $out/build.log"; }
 end=$(date +%s)
 { echo "source=$source_id"; echo "patches=${#patch_files[@]}"; echo "build_seconds=$((end-start))";
+  [ "$QEMU_FLAVOUR" = default ] || echo "flavour=$QEMU_FLAVOUR";
   [ -z "$mutant_file" ] || echo "mutant=$MUTANT sha256=$(sha256sum "$mutant_file" | cut -c1-16)"; } > "$out/DONE"
 for p in "${patch_files[@]}"; do echo "patch=$(basename "$p") sha256=$(sha256sum "$p" | cut -c1-16)"; done >> "$out/DONE"
 log "built in $((end-start)) s"

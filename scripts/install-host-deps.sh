@@ -15,6 +15,8 @@ PKGS=(
   mmdebstrap e2fsprogs dosfstools mtools
   # make lint: the shell scripts
   shellcheck
+  # qemu-img: test images in another format (drive_insert's [format] argument, test_drive_reconnect)
+  qemu-utils
 )
 
 missing=()

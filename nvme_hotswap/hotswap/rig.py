@@ -154,17 +154,30 @@ class Rig:
         """Wait for the guest's `device recovery successful` on controller `index`'s root port."""
         return self.wait_for_klog(mark, klog.RECOVERY_OK, timeout, port=self.ctrl(index).port_pci_address)
 
-    def reconnect(self, index: int, image: Path, while_pulled: Callable[[str], None] | None = None) -> str:
+    def reconnect(self, index: int, image: Path, while_pulled: Callable[[str], None] | None = None,
+                  fmt: str | None = None) -> str:
         """The cover letter's sequence on controller `index`: drive_del, (`while_pulled(disk)`),
-        drive_insert `image`, pcie_aer_inject_error SDN, the guest's AER recovery. Returns the mark."""
+        drive_insert `image` (as `fmt`), pcie_aer_inject_error SDN, the guest's AER recovery.
+        Returns the mark."""
         disk = self.current_disk(index, self.ctrl(index).namespaces[0].nsid)
         mark = self.pull(index)
         if while_pulled is not None:
             while_pulled(disk)
-        self.reinsert(index, image)
+        self.reinsert(index, image, fmt)
         self.inject_aer(index)
         self.wait_for_recovery(index, mark)
         return mark
+
+    def drive_state(self, index: int) -> tuple[str, str | None, bool | None]:
+        """What the monitor shows of controller `index`'s first namespace's drive (query-block):
+        (drive id, file, read-only); ("", None, None) while it is pulled."""
+        dev = self.ctrl(index).namespaces[0].dev_id
+        for b in self.vm.qmp("query-block"):
+            if b.get("qdev") in (dev, f"/machine/peripheral/{dev}"):
+                inserted = b.get("inserted")
+                return (b.get("device", ""), inserted["file"] if inserted else None,
+                        inserted["ro"] if inserted else None)
+        raise AssertionError(f"query-block lists no drive attached to {dev}")
 
     # --- the old way: replacing the whole controller ---------------------------------------------
     def unplug_controller(self, index: int) -> None:

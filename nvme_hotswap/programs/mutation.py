@@ -72,6 +72,13 @@ def junit_outcome(path: Path) -> JunitOutcome:
     return {"tests_run": len(ran), "failed": len(failed), "first_failure": first}
 
 
+def xdist() -> list[str]:
+    """Scenarios side by side on JOBS workers, as check-acceptance runs them (default: CPUs, at most
+    4); with -x the run stops at the first failure either way."""
+    jobs = int(os.environ.get("JOBS") or min(os.cpu_count() or 1, 4))
+    return ["-n", str(jobs)] if jobs > 1 else []
+
+
 def build_and_run(row: Row, build_env: dict[str, str], pytest_args: list[str],
                   folder: Path, guest: str) -> Path | None:
     """Build QEMU with `build_env` (MUTANT= or PATCHES=), run pytest on it; return its junit.xml.
@@ -90,7 +97,7 @@ def build_and_run(row: Row, build_env: dict[str, str], pytest_args: list[str],
         return None
     row["qemu"] = binary
     start = time.monotonic()
-    rc, _ = run_logged([sys.executable, "-m", "pytest", "tests/acceptance", *pytest_args, "-m", SELECT,
+    rc, _ = run_logged([sys.executable, "-m", "pytest", "tests/acceptance", *pytest_args, *xdist(), "-m", SELECT,
                         "-p", "no:cacheprovider"],
                        {**env, "QEMU": binary, "GUEST_DIR": guest, "RESULTS_DIR": str(folder)},
                        folder / "pytest.log")

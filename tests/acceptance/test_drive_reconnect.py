@@ -1,4 +1,7 @@
 """The cover letter's sequence: drive_del, drive_insert, pcie_aer_inject_error SDN; names stay."""
+import shutil
+import subprocess
+
 from nvme_hotswap.testcase import HotswapTest
 from nvme_hotswap.vm.topology import create_image, drive_option, image_sha256, label_of
 
@@ -53,12 +56,87 @@ class DriveReconnect(HotswapTest):
         new = self.guest.write_random(self.rig.disk(2), PATTERN_AT, 4)
         self.assertEqual(image_sha256(fresh, PATTERN_AT, 4), new, "a write after recovery did not reach the new file")
 
+    def test_second_swap_and_monitor_state(self) -> None:
+        """Two swaps of the same drive: while pulled the monitor shows an empty, anonymous drive;
+        after each reinsertion the drive as booted (its id, the file, writable), so the second
+        drive_del by id works; the names stay and the second file is what the guest reads."""
+        ns = self.rig.ctrl(2).namespaces[0]
+        before = self.guest.nvme_names()
+        self.assertEqual(self.rig.drive_state(2), (ns.drive_id, str(ns.image), False))
+
+        def pulled(disk: str) -> None:
+            self.assert_io_fails(disk)
+            self.assertEqual(self.rig.drive_state(2), ("", None, None), "drive_del left something in the drive")
+
+        second = self.rig.new_disk("second")
+        for round_, image in enumerate((ns.image, second), 1):
+            mark = self.rig.reconnect(2, image, while_pulled=pulled)
+            self.assert_aer_recovery(mark, 2)
+            self.assertEqual(self.rig.drive_state(2), (ns.drive_id, str(image), False),
+                             f"query-block after swap {round_}: (drive id, file, read-only)")
+            self.assert_names_unchanged(before)
+        self.assertEqual(self.guest.read_head(self.rig.disk(2), len(label_of("second"))), label_of("second"))
+
+    def test_format_argument(self) -> None:
+        """drive_insert <device> <file> qcow2 reads the image's contents; the same file without a
+        format is opened raw, never probed: the guest then reads the qcow2 header itself."""
+        qemu_img = shutil.which("qemu-img")
+        if qemu_img is None:
+            self.cancel("needs qemu-img on the host (Debian's qemu-utils: scripts/install-host-deps.sh)")
+        raw = self.rig.new_disk("qcow2-content")
+        qcow2 = raw.with_suffix(".qcow2")
+        subprocess.run([qemu_img, "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)], check=True)
+        before = self.guest.nvme_names()
+
+        self.swap_drive(2, qcow2, fmt="qcow2")
+        self.assertEqual(self.guest.read_head(self.rig.disk(2), len(label_of("qcow2-content"))),
+                         label_of("qcow2-content"), "inserted as qcow2, the guest does not read the image's contents")
+        self.swap_drive(2, qcow2)
+        self.assertEqual(self.guest.read_head(self.rig.disk(2), 3), b"QFI",   # qcow2's magic, QFI\xfb
+                         "inserted without a format, the file was not opened raw")
+        self.assert_names_unchanged(before)
+
     def extra_qemu_args(self) -> list[str]:
         """A virtio-blk disk next to the NVMe ones: hw/nvme ignores rerror/werror, virtio-blk honours
-        them, so the error policy that reconnection must restore is observable there."""
+        them, so the error policies that reconnection must restore are observable there. rerror=stop
+        and werror=enospc (the default) differ, so each error shows which policy is in force."""
         self.vdisk = self.artifacts / "disks" / "virtio.img"   # made before boot: no rig yet
         create_image(self.vdisk, 64 << 20, label_of("virtio"))
-        return ["-drive", drive_option("vdrv", self.vdisk), "-device", "virtio-blk-pci,id=vblk,drive=vdrv"]
+        return ["-drive", drive_option("vdrv", self.vdisk) + ",rerror=stop",
+                "-device", "virtio-blk-pci,id=vblk,drive=vdrv"]
+
+    def reconnect_virtio_with_errors(self, *errors: tuple[str, int]) -> None:
+        """drive_del the virtio disk, then reconnect a node that fails each (event, errno) once."""
+        self.allow_growth(nodes=1, why="the reconnected node sits on blkdebug, one node more than the raw file")
+        self.vm.drive_del("vdrv")
+        self.vm.qmp("blockdev-add", driver="raw", **{"node-name": "faulty"},
+                    file={"driver": "blkdebug", "image": {"driver": "file", "filename": str(self.vdisk)},
+                          "inject-error": [{"event": e, "errno": n, "once": True} for e, n in errors]})
+        self.vm.blockdev_reconnect("/machine/peripheral/vblk/virtio-backend", "faulty")
+
+    def guest_io_error(self, dd: str) -> dict[str, object]:
+        """Start `dd` on /dev/vda in the guest (after a second, so spawn() gets its answer before a
+        stop); the BLOCK_IO_ERROR QEMU reports."""
+        self.guest.spawn(f"sh -c 'sleep 1; exec dd {dd} bs=4096 count=1'")
+        data: dict[str, object] = self.vm.event_wait("BLOCK_IO_ERROR", 30)["data"]
+        return data
+
+    def test_read_and_write_policies_restored(self) -> None:
+        """A read error stops the VM (rerror=stop), a write error is reported (werror=enospc, the
+        error is EIO): only the restored policy of each direction decides.
+
+        :avocado: tags=needs:reconnect_qmp
+        """
+        self.reconnect_virtio_with_errors(("read_aio", 5), ("write_aio", 5))
+        event = self.guest_io_error("if=/dev/vda of=/dev/null iflag=direct")
+        self.assertEqual((event["operation"], event["action"]), ("read", "stop"),
+                         f"the drive's rerror=stop was not restored: {event}")
+        self.assertEqual(self.vm.qmp("query-status")["status"], "io-error")
+        self.vm.qmp("cont")
+        event = self.guest_io_error("if=/dev/zero of=/dev/vda oflag=direct")
+        self.assertEqual((event["operation"], event["action"]), ("write", "report"),
+                         f"an EIO write must be reported under werror=enospc: {event}")
+        self.assertEqual(self.vm.qmp("query-status")["status"], "running")
 
     def test_error_policy_restored(self) -> None:
         """drive_del sets the error policy to "report"; reconnecting must restore the drive's own.
@@ -68,17 +146,10 @@ class DriveReconnect(HotswapTest):
 
         :avocado: tags=needs:reconnect_qmp
         """
-        self.allow_growth(nodes=1, why="the reconnected node sits on blkdebug, one node more than the raw file")
-        self.vm.drive_del("vdrv")
-        self.vm.qmp("blockdev-add", driver="raw", **{"node-name": "faulty"},
-                    file={"driver": "blkdebug", "image": {"driver": "file", "filename": str(self.vdisk)},
-                          "inject-error": [{"event": "write_aio", "errno": 28, "once": True}]})
-        self.vm.blockdev_reconnect("/machine/peripheral/vblk/virtio-backend", "faulty")
-        # The write pauses the VM: let spawn() get its answer over SSH before it happens.
-        self.guest.spawn("sh -c 'sleep 1; exec dd if=/dev/zero of=/dev/vda bs=4096 count=1 oflag=direct'")
-        event = self.vm.event_wait("BLOCK_IO_ERROR", 30)
-        self.assertEqual((event["data"]["operation"], event["data"]["action"]), ("write", "stop"),
-                         f"the drive's werror=enospc was not restored: {event['data']}")
+        self.reconnect_virtio_with_errors(("write_aio", 28))
+        event = self.guest_io_error("if=/dev/zero of=/dev/vda oflag=direct")
+        self.assertEqual((event["operation"], event["action"]), ("write", "stop"),
+                         f"the drive's werror=enospc was not restored: {event}")
         self.assertEqual(self.vm.qmp("query-status")["status"], "io-error")
         self.vm.qmp("cont")  # the error fired once: the retried write goes through
         self.assertEqual(self.vm.qmp("query-status")["status"], "running")

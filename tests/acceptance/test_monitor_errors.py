@@ -66,3 +66,37 @@ class MonitorErrors(HotswapTest):
                             "nosuchbus")
         self.assert_guest_untouched()
         self.vm.drive_del("spare")   # refused devices took nothing: the drive goes, QEMU is as it was
+
+    def test_reconnect_refusals(self) -> None:
+        """x-blockdev-reconnect, the QMP command under drive_insert, refuses an unknown device, a
+        device that has its medium, an unknown node, a node another device uses and a read-only
+        node for a writable device; each refusal names the culprit and leaves the block graph as it
+        was; then the right call works and the guest reads its disk again.
+
+        :avocado: tags=needs:reconnect_qmp
+        """
+        ns1, ns2 = self.rig.ctrl(1).namespaces[0], self.rig.ctrl(2).namespaces[0]
+        node1 = next(b["inserted"]["node-name"] for b in self.vm.qmp("query-block") if b.get("device") == ns1.drive_id)
+
+        def reconnect(dev: str, node: str) -> Callable[[], None]:
+            return lambda: self.vm.blockdev_reconnect(dev, node)
+
+        self.assert_refused(reconnect("nosuchdev", node1), "nosuchdev")
+        self.assert_refused(reconnect(ns1.dev_id, node1), ns1.dev_id)        # still has its medium
+        mark = self.rig.pull(2)
+        graph = self.vm.resources().nodes
+        self.assert_refused(reconnect(ns2.dev_id, "nosuchnode"), "nosuchnode")
+        self.assert_refused(reconnect(ns2.dev_id, node1), node1)              # ns1 uses it
+        self.vm.qmp("blockdev-add", driver="raw", **{"node-name": "ro2", "read-only": True},
+                    file={"driver": "file", "filename": str(ns2.image), "read-only": True})
+        self.assert_refused(reconnect(ns2.dev_id, "ro2"))
+        self.vm.qmp("blockdev-del", **{"node-name": "ro2"})
+        self.assertEqual(self.vm.resources().nodes, graph, "a refused reconnect changed the block graph")
+
+        self.vm.qmp("blockdev-add", driver="raw", **{"node-name": "back2"},
+                    file={"driver": "file", "filename": str(ns2.image)})
+        self.vm.blockdev_reconnect(ns2.dev_id, "back2")
+        self.rig.inject_aer(2)
+        self.rig.wait_for_recovery(2, mark)
+        self.assertEqual(self.guest.read_head(self.rig.disk(2), len(ns2.label)), ns2.label)
+        self.assert_guest_untouched()

@@ -1,9 +1,8 @@
 """Guest architectures: selection by GUEST_ARCH, `arch:` tags, and what each machine gets."""
 import unittest
 
-from nvme_hotswap import config, tags
+from nvme_hotswap import arch, config, tags
 from nvme_hotswap.programs import nightly
-from nvme_hotswap.vm import arch
 
 
 class Selection(unittest.TestCase):

@@ -5,7 +5,7 @@ import unittest
 from pathlib import Path
 
 from nvme_hotswap.guest.facts import KernelLine, parse_dmesg
-from nvme_hotswap.report import evidence
+from nvme_hotswap.report import evidence, junit
 from nvme_hotswap.report.evidence import model, parse, render
 from nvme_hotswap.vm.topology import Topology
 
@@ -188,3 +188,21 @@ class TopologyRecord(unittest.TestCase):
                           nvme2["subsys"]), ("nvme2", "NVMEHS0002", "0000:03:00.0", "0000:00:12.0", "subsys2"))
         self.assertEqual(nvme2["namespaces"][0]["drive"], "drv2")
         self.assertTrue(record["native_pcie_hotplug"])
+
+
+class TrailerRule(unittest.TestCase):
+    """Tested-by names a person who tested the series: not after a failure, not without the series."""
+
+    def case(self, outcome: str, message: str = "") -> junit.Case:
+        return junit.Case("tests.acceptance.test_x.X", f"test_{outcome}", outcome, 1.0, message)
+
+    def test_a_cancel_outside_the_series_does_not_block_it(self) -> None:
+        cancel = self.case("skipped", "CANCEL: needs the cloud guest (GUEST=cloud): the fast guest has no udev")
+        self.assertTrue(model.trailer_allowed([self.case("passed"), cancel]))
+
+    def test_a_failure_or_a_missing_series_blocks_it(self) -> None:
+        self.assertFalse(model.trailer_allowed([self.case("passed"), self.case("failed", "AssertionError")]))
+        self.assertFalse(model.trailer_allowed([self.case("passed"), self.case("error")]))
+        lacks = self.case("skipped", "CANCEL: QEMU lacks drive_insert (unknown command: 'drive_insert')")
+        self.assertFalse(model.trailer_allowed([self.case("passed"), lacks]))
+        self.assertFalse(model.trailer_allowed([]))

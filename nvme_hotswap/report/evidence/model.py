@@ -11,10 +11,12 @@ import dataclasses
 import json
 import subprocess
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ...guest.facts import KernelLine, parse_dmesg
+from ..junit import Case
 from .parse import SWAP_COMMANDS, hot_swaps, operator_form, outcomes, parse_monitor, proof_lines, shorten_paths
 
 NOT_SCENARIOS = ("test_monitor_errors.",)  # wrong input on purpose: not evidence of a hot-swap
@@ -81,7 +83,7 @@ class Report:
     environment: tuple[EnvItem, ...]
     results: tuple[ResultRow, ...]          # empty: no (readable) junit.xml
     scenarios: tuple[Scenario, ...]
-    trailer: str | None                     # "Tested-by: ..." when every test passed
+    trailer: str | None                     # "Tested-by: ..." when the run tested the series (trailer_allowed)
 
 
 def _read(path: Path) -> str:
@@ -183,4 +185,15 @@ def build(run: Path) -> Report:
         environment=environment_items(env),
         results=tuple(ResultRow(_short(c.full_name), c.outcome, c.seconds, c.message) for c in cases),
         scenarios=tuple(scenarios),
-        trailer=f"Tested-by: {_git_identity()}" if cases and counts.passed == len(cases) else None)
+        trailer=f"Tested-by: {_git_identity()}" if trailer_allowed(cases) else None)
+
+
+SERIES_MISSING = "QEMU lacks"   # how a cancel for a capability of the series begins (vm/capabilities.py)
+
+
+def trailer_allowed(cases: Sequence[Case]) -> bool:
+    """Tested-by is offered when nothing failed, something passed and no test was cancelled for
+    lack of the series: a cancel for a reason outside it (the guest flavour, the architecture)
+    says nothing against the series, a failure does, and an absent series was not tested."""
+    return (any(c.outcome == "passed" for c in cases) and not any(c.outcome in ("failed", "error") for c in cases)
+            and not any(c.outcome == "skipped" and SERIES_MISSING in c.message for c in cases))
