@@ -79,12 +79,22 @@ def xdist() -> list[str]:
     return ["-n", str(jobs)] if jobs > 1 else []
 
 
+KILLERS = "mutation-killers.json"   # in the cache root: mutant -> the test that killed it last time
+
+
+def node_id(case: junit.Case) -> str:
+    """pytest's id of a junit case: tests/acceptance/test_x.py::Class::test_y."""
+    module, _, cls = case.classname.rpartition(".")
+    return f"{module.replace('.', '/')}.py::{cls}::{case.name}"
+
+
 def build_and_run(row: Row, build_env: dict[str, str], pytest_args: list[str],
-                  folder: Path, guest: str) -> Path | None:
+                  folder: Path, guest: str, first: str | None = None) -> Path | None:
     """Build QEMU with `build_env` (MUTANT= or PATCHES=), run pytest on it; return its junit.xml.
 
     Fills the row's build/test seconds; on a failed build or a run without junit.xml it sets
-    row["error"] and returns None.
+    row["error"] and returns None. `first`: a test to run alone before the selection (the one that
+    killed this mutant last time); if it fails, that is the verdict and the selection is not run.
     """
     folder.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in (results.RUN_DIR_ENV, "QEMU", "PYTEST_ADDOPTS")}
@@ -97,12 +107,16 @@ def build_and_run(row: Row, build_env: dict[str, str], pytest_args: list[str],
         return None
     row["qemu"] = binary
     start = time.monotonic()
-    rc, _ = run_logged([sys.executable, "-m", "pytest", "tests/acceptance", *pytest_args, *xdist(), "-m", SELECT,
-                        "-p", "no:cacheprovider"],
-                       {**env, "QEMU": binary, "GUEST_DIR": guest, "RESULTS_DIR": str(folder)},
-                       folder / "pytest.log")
+    test_env = {**env, "QEMU": binary, "GUEST_DIR": guest}
+    junit_xml = folder / "first" / "latest" / "junit.xml"
+    if first:
+        rc, _ = run_logged([sys.executable, "-m", "pytest", first, "-p", "no:cacheprovider"],
+                           {**test_env, "RESULTS_DIR": str(folder / "first")}, folder / "pytest-first.log")
+    if not (first and junit_xml.is_file() and junit_outcome(junit_xml)["failed"]):
+        rc, _ = run_logged([sys.executable, "-m", "pytest", "tests/acceptance", *pytest_args, *xdist(), "-m", SELECT,
+                            "-p", "no:cacheprovider"], {**test_env, "RESULTS_DIR": str(folder)}, folder / "pytest.log")
+        junit_xml = folder / "latest" / "junit.xml"
     row["test_seconds"] = round(time.monotonic() - start)
-    junit_xml = folder / "latest" / "junit.xml"
     if not junit_xml.is_file():
         row["error"] = f"pytest (exit {rc}) wrote no {junit_xml}; see {folder / 'pytest.log'}"
         return None
@@ -117,11 +131,18 @@ def new_row(name: str, breaks: str) -> Row:
             "killed": False, "build_seconds": 0, "test_seconds": 0}
 
 
-def check(name: str, diff: Path, folder: Path, guest: str) -> Row:
-    """A mutant is killed when at least one scenario failed or errored on it (-x: the first will do)."""
+def check(name: str, diff: Path, folder: Path, guest: str, killers: dict[str, str]) -> Row:
+    """A mutant is killed when at least one scenario failed or errored on it (-x: the first will do).
+    The test that killed it last time runs first, alone; `killers` is updated with this verdict."""
     row = new_row(name, description(diff))
-    if build_and_run(row, {"MUTANT": name}, ["-x"], folder, guest) is not None:
+    junit_xml = build_and_run(row, {"MUTANT": name}, ["-x"], folder, guest, killers.get(name))
+    if junit_xml is not None:
         row["killed"] = row["failed"] > 0
+        failed = [c for c in junit.read(junit_xml) if c.outcome in ("failed", "error")]
+        if failed:
+            killers[name] = node_id(failed[0])
+        else:
+            killers.pop(name, None)
     return row
 
 
@@ -170,7 +191,13 @@ def main() -> int:
         print(f"no mutants in {MUTANTS_DIR}", file=sys.stderr)
         return 2
     run = results.run_dir()
-    guest = str(RunConfig.from_env().guest_dir)
+    cfg = RunConfig.from_env()
+    guest = str(cfg.guest_dir)
+    killers_file = cfg.cache_root / KILLERS
+    try:
+        killers: dict[str, str] = json.loads(killers_file.read_text()) if killers_file.is_file() else {}
+    except ValueError:   # a damaged record only costs time: start afresh
+        killers = {}
     rows: list[Row] = []
     if not wanted:
         print("control: the scenarios on QEMU without the series must all cancel ...", flush=True)
@@ -180,7 +207,8 @@ def main() -> int:
         print(f"control: {control.get('cancelled', 0)} cancelled, {control['tests_run']} ran ({verdict})", flush=True)
     for diff in diffs:
         print(f"mutant {diff.stem}: building and running the scenarios ...", flush=True)
-        row = check(diff.stem, diff, run / "mutants" / diff.stem, guest)
+        row = check(diff.stem, diff, run / "mutants" / diff.stem, guest, killers)
+        killers_file.write_text(json.dumps(killers, indent=2, sort_keys=True) + "\n")
         rows.append(row)
         verdict = row.get("error") or ("killed by " + str(row["first_failure"]) if row["killed"]
                                        else f"SURVIVED {row['tests_run']} tests")
