@@ -83,3 +83,23 @@ class Wait(unittest.TestCase):
     def test_timeout_names_what_was_awaited(self) -> None:
         with self.assertRaisesRegex(WaitTimeout, "waited 0.05 s for the disk; last seen: None"):
             wait_until(lambda: None, 0.05, "the disk", interval=0.01)
+
+
+class QemuStatus(unittest.TestCase):
+    def test_a_signal_is_named(self) -> None:
+        self.assertEqual(machine.describe_status(-6), "killed by SIGABRT (exit -6)")
+        self.assertEqual(machine.describe_status(1), "exit 1")
+        self.assertEqual(machine.describe_status(None), "still running")
+
+
+class SharedSubsystem(unittest.TestCase):
+    def test_two_controllers_one_subsystem_one_set_of_namespaces(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            topo = topology.Topology.create(Path(tmp), controllers=3, size_mib=1, shared_subsys=(1, 2))
+            args = topo.qemu_args()
+        self.assertEqual(sum(a.startswith("nvme-subsys,") for a in args), 1)
+        self.assertIn("nvme,id=nvme1,serial=NVMEHS0001,bus=rp1,subsys=subsys1", args)
+        self.assertIn("nvme,id=nvme2,serial=NVMEHS0001,bus=rp2,subsys=subsys1", args)   # one serial per subsystem
+        self.assertIn("nvme,id=nvme0,serial=NVMEHS0000,bus=rp0", args)
+        self.assertEqual([len(c.namespaces) for c in topo.controllers], [1, 1, 0])
+        self.assertEqual(topo.controller(1).hot_namespace(2, Path("x.img")).dev_id, "ns1_1")
