@@ -82,11 +82,11 @@ class MonitorErrors(HotswapTest):
             return lambda: self.vm.blockdev_reconnect(dev, node)
 
         self.assert_refused(reconnect("nosuchdev", node1), "nosuchdev")
-        self.assert_refused(reconnect(ns1.dev_id, node1), ns1.dev_id)        # still has its medium
+        self.assert_refused(reconnect(ns1.dev_id, node1), ns1.dev_id, "medium")   # it still has its medium
         mark = self.rig.pull(2)
         graph = self.vm.resources().nodes
         self.assert_refused(reconnect(ns2.dev_id, "nosuchnode"), "nosuchnode")
-        self.assert_refused(reconnect(ns2.dev_id, node1), node1)              # ns1 uses it
+        self.assert_refused(reconnect(ns2.dev_id, node1), node1, "in use")    # ns1 uses it: the command's own check
         self.vm.qmp("blockdev-add", driver="raw", **{"node-name": "ro2", "read-only": True},
                     file={"driver": "file", "filename": str(ns2.image), "read-only": True})
         self.assert_refused(reconnect(ns2.dev_id, "ro2"))

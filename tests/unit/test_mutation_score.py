@@ -1,8 +1,10 @@
 """The generated-mutant program's pure parts: which lines a patch adds, and the score table."""
+import re
 import tempfile
 import unittest
 from pathlib import Path
 
+from nvme_hotswap.config import ROOT
 from nvme_hotswap.programs import mutation_score as ms
 
 PATCH = """diff --git a/hw/nvme/ctrl.c b/hw/nvme/ctrl.c
@@ -41,3 +43,27 @@ class Table(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HandWrittenMutants(unittest.TestCase):
+    def test_every_mutant_changes_only_lines_the_series_adds(self) -> None:
+        """A mutant of QEMU's own code would test QEMU, not the series (seen: one aimed at
+        x-blockdev-reconnect's check changed blockdev-del's identical line)."""
+        added: dict[str, set[int]] = {}
+        for patch in sorted((ROOT / "patches").glob("0*.patch")):
+            for path, lines in ms.added_lines(patch).items():
+                added.setdefault(path, set()).update(lines)
+        for diff in sorted((ROOT / "patches" / "mutants").glob("*.diff")):
+            path, line, outside = "", 0, []
+            for text in diff.read_text().splitlines():
+                if text.startswith("+++ "):
+                    path = text.removeprefix("+++ b/")
+                elif text.startswith("@@"):
+                    line = int(re.match(r"@@ -(\d+)", text).group(1))  # type: ignore[union-attr]
+                elif text.startswith("-") and not text.startswith("---"):
+                    outside += [line] if line not in added.get(path, set()) else []
+                    line += 1
+                elif text.startswith(" "):
+                    line += 1
+            with self.subTest(mutant=diff.stem):
+                self.assertEqual(outside, [], f"{diff.stem} changes {path} lines the series does not add")
