@@ -192,9 +192,13 @@ def run_sequence(cfg: RunConfig, ops: list[Op], folder: Path, choice: accel.Acce
                 if fatal:
                     out.failure, out.failed_at = f"guest kernel: {fatal[0]}", len(ops) - 1
     finally:
+        running = rig.vm.is_running()
         rig.close()
         for img in (folder / "disks").glob("*.img"):
             img.unlink()
+    exit_problem = rig.vm.exit_problem()
+    if out.failure is None and running and exit_problem:   # QEMU ended badly at quit (assertion, sanitizer)
+        out.failure, out.failed_at = f"at quit: {exit_problem}", len(ops) - 1
     return out
 
 

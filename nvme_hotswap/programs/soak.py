@@ -177,7 +177,8 @@ def main() -> int:
         failure = f"{type(exc).__name__}: {exc}"
     finally:
         rig.close()
-    problems = ([failure] if failure else []) + check_bounds(samples)
+    exit_problem = rig.vm.exit_problem()   # an assertion or a LeakSanitizer report at quit (QEMU_FLAVOUR=asan)
+    problems = ([failure] if failure else []) + ([exit_problem] if exit_problem else []) + check_bounds(samples)
     sequences = summary(samples) if samples else {}
     figures = {"cycles_per_sequence": cycles, "cycles_done": len(samples), "seconds": time.monotonic() - start,
                "lost_blocks": soak.lost_blocks if soak else None, "warmup": WARMUP, "rss_bound_mib": RSS_BOUND_MIB,
