@@ -19,7 +19,8 @@ nobody chose. Steps:
 5. Report: killed / judged per patch, every survivor with its file:line and the change, in
    mutation-score.md and mutation-score.json of the run folder.
 
-    MUTATION_SAMPLE=N     judge N mutants per patch (seeded by MUTATION_SEED, default 1); 0 = all
+    MUTATION_SAMPLE=N     judge N mutants per patch (in a seeded random order, MUTATION_SEED,
+                          default 1; stillborn and equivalent ones do not count); 0 = all
     MUTATION_PATCHES="0001 0003"   only these patches
 """
 from __future__ import annotations
@@ -193,16 +194,18 @@ def judge(m: Mutant, work: Path, cfg: RunConfig, baseline: dict[str, str], folde
         (src / m.path).write_text(original)
 
 
-def table(mutants: list[Mutant]) -> str:
-    out = ["| patch | generated | stillborn | equivalent | judged | killed | survived | timeout | score |",
-           "|---|---|---|---|---|---|---|---|---|"]
+def table(mutants: list[Mutant], generated: dict[str, int] | None = None) -> str:
+    """Per patch: mutants generated, tried (built), and of those stillborn, equivalent, judged, ..."""
+    out = ["| patch | generated | tried | stillborn | equivalent | judged | killed | survived | timeout | score |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for patch in sorted({m.patch for m in mutants}):
-        ms = [m for m in mutants if m.patch == patch]
+        ms = [m for m in mutants if m.patch == patch and m.verdict]
         n = {v: sum(m.verdict == v for m in ms) for v in ("stillborn", "equivalent", "killed", "survived", "timeout")}
         judged = n["killed"] + n["survived"] + n["timeout"]
         score = f"{100 * n['killed'] / judged:.0f}%" if judged else "-"
-        out.append(f"| {patch} | {len(ms)} | {n['stillborn']} | {n['equivalent']} | {judged} | {n['killed']} | "
-                   f"{n['survived']} | {n['timeout']} | {score} |")
+        total = (generated or {}).get(patch, len(ms))
+        out.append(f"| {patch} | {total} | {len(ms)} | {n['stillborn']} | {n['equivalent']} | {judged} | "
+                   f"{n['killed']} | {n['survived']} | {n['timeout']} | {score} |")
     survivors = [m for m in mutants if m.verdict in ("survived", "timeout")]
     if survivors:
         out += ["", "Survivors:", ""]
@@ -229,6 +232,7 @@ def main() -> int:
     work = work_copy(entry, cfg.cache_root)
     guest = str(cfg.guest_dir)
     mutants: list[Mutant] = []
+    counts: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="nvme-hotswap-mutants-") as tmp:
         for patch in sorted(ROOT.glob("patches/0*.patch")):
             number = patch.name[:4]
@@ -236,21 +240,28 @@ def main() -> int:
                 continue
             generated = [m for path, lines in added_lines(patch).items()
                          for m in generate(number, work / "src", path, lines, Path(tmp) / number)]
-            mutants += rng.sample(generated, sample) if 0 < sample < len(generated) else generated
-    print(f"mutation-score: {len(mutants)} mutants of patches {' '.join(wanted)} "
-          f"({'sample of ' + str(sample) + ' per patch' if sample else 'all'}); work tree {work}", flush=True)
+            counts[number] = len(generated)
+            rng.shuffle(generated)
+            mutants += generated
+    print(f"mutation-score: {len(mutants)} mutants of patches {' '.join(wanted)} ({counts}); judging "
+          f"{str(sample) + ' per patch' if sample else 'all'}; work tree {work}", flush=True)
     subprocess.run(["ninja", "-C", str(work / "build"), f"qemu-system-{cfg.arch.name}"], check=True,
                    stdout=subprocess.DEVNULL)
     baseline = {m.path: sha(o) for m in mutants if (o := object_of(work / "build", m.path)) is not None}
     start = time.monotonic()
+    judged: dict[str, int] = {}
     for i, m in enumerate(mutants, 1):
+        if sample and judged.get(m.patch, 0) >= sample:
+            continue
         judge(m, work, cfg, baseline, out / f"{m.patch}-{i:04d}", guest)
-        print(f"mutant {i}/{len(mutants)} {m.patch} {m.path}:{m.line}: {m.verdict} ({m.by})", flush=True)
+        judged[m.patch] = judged.get(m.patch, 0) + (m.verdict in ("killed", "survived", "timeout"))
+        print(f"mutant {i} {m.patch} {m.path}:{m.line}: {m.verdict} ({m.by})", flush=True)
     subprocess.run(["ninja", "-C", str(work / "build"), f"qemu-system-{cfg.arch.name}"], check=False,
                    stdout=subprocess.DEVNULL)   # leave the work tree built as the series
-    (run / "mutation-score.json").write_text(json.dumps([dataclasses.asdict(m) | {"text": None} for m in mutants],
-                                                        indent=2) + "\n")
-    md = table(mutants)
+    tried = [m for m in mutants if m.verdict]
+    (run / "mutation-score.json").write_text(json.dumps({"generated": counts, "mutants": [
+        dataclasses.asdict(m) | {"text": None} for m in tried]}, indent=2) + "\n")
+    md = table(tried, counts)
     (run / "mutation-score.md").write_text("# Generated mutants\n\n" + md)
     print("\n" + md + f"\n{time.monotonic() - start:.0f} s; results: {run / 'mutation-score.md'}")
     return 0
