@@ -8,6 +8,8 @@
    arm64 virt, the cloud-style guest), each its
    own pytest run under <run>/<cell>/, selection from NIGHTLY_PYTEST_ARGS (else PYTEST_ARGS);
    NIGHTLY_MUTANTS=1 adds the mutation check under <run>/mutants/ (one "test" per mutant: killed = passed).
+   NIGHTLY_MUTATION_SCORE=1 adds make mutation-score (MUTATION_SAMPLE as given; all by default) and
+   records killed / judged per patch in the history line ("mutation_score"), as figures, not tests.
 3. One JSON line per run appended to NIGHTLY_HISTORY (default results/nightly-history.jsonl).
 4. The comparison with the previous line: new failures, fixed tests, tests slower by NIGHTLY_SLOWER
    (ratio, default 1.5) and at least NIGHTLY_SLOWER_MIN_S seconds (default 5). Printed and written
@@ -117,6 +119,21 @@ def run_mutants(folder: Path, env: dict[str, str]) -> dict[str, object]:
     return {"exit": rc, "tests": tests or {"(mutation check)": {"outcome": "error", "seconds": 0}}}
 
 
+def run_mutation_score(folder: Path, env: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Generated mutants: per patch, how many were judged and killed (mutation-score.json)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    run_logged([sys.executable, "-m", "nvme_hotswap.programs.mutation_score"], {**env, "RESULTS_DIR": str(folder)},
+               folder / "mutation-score.log", bound=24 * 3600.0)
+    record = folder / "latest" / "mutation-score.json"
+    mutants = json.loads(record.read_text())["mutants"] if record.is_file() else []
+    score: dict[str, dict[str, int]] = {}
+    for m in mutants:
+        row = score.setdefault(m["patch"], {"judged": 0, "killed": 0})
+        row["judged"] += m["verdict"] in ("killed", "survived", "timeout")
+        row["killed"] += m["verdict"] == "killed"
+    return score
+
+
 def flat(line: dict) -> dict[str, Result]:
     """"cell/test" -> {outcome, seconds} over all cells of a history line."""
     return {f"{cell}/{name}": t for cell, data in line.get("cells", {}).items() for name, t in data["tests"].items()}
@@ -219,6 +236,10 @@ def main() -> int:
               f"({round(time.monotonic() - start)} s)", flush=True)
     if os.environ.get("NIGHTLY_MUTANTS") == "1":
         line["cells"]["mutants"] = run_mutants(run / "mutants", {k: v for k, v in env.items() if k != "QEMU"})
+    if os.environ.get("NIGHTLY_MUTATION_SCORE") == "1":
+        built = {k: v for k, v in env.items() if k != "QEMU"}   # mutants are built from our series
+        line["mutation_score"] = run_mutation_score(run / "mutation-score", built)
+        print(f"nightly: generated mutants killed / judged: {line['mutation_score']}", flush=True)
     line["totals"] = totals(line)
 
     prev = last_line(history)
