@@ -45,7 +45,7 @@ class MonitorErrors(HotswapTest):
         """
         ns1, ns2 = self.rig.ctrl(1).namespaces[0], self.rig.ctrl(2).namespaces[0]
         self.assert_refused(lambda: self.vm.drive_insert("nosuchdev", ns1.image), "nosuchdev")
-        self.assert_refused(lambda: self.vm.drive_insert(ns1.dev_id, ns1.image), ns1.dev_id)
+        self.assert_refused(lambda: self.vm.drive_insert(ns1.dev_id, ns1.image), ns1.dev_id, "drive_del first")
         self.vm.drive_del(ns2.drive_id)
         missing = Path("/nonexistent/nvme-hotswap.img")
         self.assert_refused(lambda: self.vm.drive_insert(ns2.dev_id, missing), str(missing))
@@ -99,4 +99,22 @@ class MonitorErrors(HotswapTest):
         self.rig.inject_aer(2)
         self.rig.wait_for_recovery(2, mark)
         self.assertEqual(self.guest.read_head(self.rig.disk(2), len(ns2.label)), ns2.label)
+        self.assert_guest_untouched()
+
+    def test_reconnect_after_the_id_was_taken(self) -> None:
+        """drive_del frees the drive's name; when a block node takes it before the reinsertion, the
+        reconnected drive stays anonymous: QEMU neither aborts nor takes the name from its holder.
+
+        :avocado: tags=needs:drive_insert
+        """
+        ns2 = self.rig.ctrl(2).namespaces[0]
+        mark = self.rig.pull(2)
+        self.vm.qmp("blockdev-add", driver="raw", **{"node-name": ns2.drive_id},
+                    file={"driver": "file", "filename": str(self.rig.new_disk("squatter"))})
+        self.rig.reinsert(2, ns2.image)
+        self.rig.inject_aer(2)
+        self.rig.wait_for_recovery(2, mark)
+        self.assertEqual(self.rig.drive_state(2)[0], "", "the reconnected drive took an id another drive holds")
+        self.assertEqual(self.guest.read_head(self.rig.disk(2), len(ns2.label)), ns2.label)
+        self.vm.qmp("blockdev-del", **{"node-name": ns2.drive_id})   # the squatter goes: QEMU as at boot
         self.assert_guest_untouched()
