@@ -7,6 +7,8 @@
 # fail, warnings are shown), our qtest nvme-hotplug-test, QEMU's nvme tests (part of qos-test)
 # and test-hmp (which runs every HMP command listed in it, drive_insert included).
 # Only incremental ninja targets are built. Exit status: number of failed checks (0 = pass).
+# QTESTS="nvme-hotplug-test qos-test" runs only those qtests and no checkpatch (make
+# mutation-score judges each generated mutant with the qtests of its patch this way).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -38,6 +40,10 @@ patches=()
 [ -z "$list" ] || mapfile -t patches <<< "$list"
 [ ${#patches[@]} -gt 0 ] || die "$PATCHES/series lists no patches"
 
+QTESTS=${QTESTS:-}
+only() { [ -z "$QTESTS" ] || [[ " $QTESTS " == *" $1 "* ]]; }  # only NAME: is the qtest NAME selected?
+[ -z "$QTESTS" ] || patches=()   # a qtest selection skips checkpatch
+
 for p in "${patches[@]}"; do
   name=$(basename "$p")
   out="$logdir/checkpatch-$name.log"
@@ -55,7 +61,8 @@ for p in "${patches[@]}"; do
 done
 
 # --- build the test binaries (incremental) -------------------------------------------------------
-qtests=(tests/qtest/nvme-hotplug-test tests/qtest/qos-test tests/qtest/test-hmp)
+qtests=()
+for q in nvme-hotplug-test qos-test test-hmp; do only "$q" && qtests+=("tests/qtest/$q"); done
 if ! nice ninja -C "$build" "$TARGET_BIN" "${qtests[@]}" >"$logdir/ninja.log" 2>&1; then
   tail -n 40 "$logdir/ninja.log" >&2
   result "build" FAIL "ninja $TARGET_BIN ${qtests[*]} (log: $logdir/ninja.log)"
@@ -92,23 +99,27 @@ run_qtest() {  # run_qtest NAME BINARY [ARGS...]
   fi
 }
 
-run_qtest nvme-hotplug-test tests/qtest/nvme-hotplug-test
+only nvme-hotplug-test && run_qtest nvme-hotplug-test tests/qtest/nvme-hotplug-test
 
 # QEMU's nvme tests are qos-test nodes: select them by path. `|| true` whatever failed (cd, qos-test,
 # or grep finding nothing): an empty list is reported as a failure just below.
-# shellcheck disable=SC2015
-nvme_paths=$(cd "$build" && ./tests/qtest/qos-test -l 2>/dev/null | grep '^/.*/nvme/' || true)
-if [ -z "$nvme_paths" ]; then
-  result "nvme-test (qos-test)" FAIL "qos-test lists no nvme test"
-else
-  args=()
-  while read -r p; do args+=(-p "$p"); done <<< "$nvme_paths"
-  run_qtest "nvme-test (qos-test)" tests/qtest/qos-test "${args[@]}"
+if only qos-test; then
+  # shellcheck disable=SC2015
+  nvme_paths=$(cd "$build" && ./tests/qtest/qos-test -l 2>/dev/null | grep '^/.*/nvme/' || true)
+  if [ -z "$nvme_paths" ]; then
+    result "nvme-test (qos-test)" FAIL "qos-test lists no nvme test"
+  else
+    args=()
+    while read -r p; do args+=(-p "$p"); done <<< "$nvme_paths"
+    run_qtest "nvme-test (qos-test)" tests/qtest/qos-test "${args[@]}"
+  fi
 fi
 
-run_qtest test-hmp tests/qtest/test-hmp
-if [ -f "$logdir/test-hmp.log" ] && ! grep -q 'drive_insert' "$src/tests/qtest/test-hmp.c"; then
-  result "test-hmp drive_insert" FAIL "test-hmp.c does not run drive_insert"
+if only test-hmp; then
+  run_qtest test-hmp tests/qtest/test-hmp
+  if [ -f "$logdir/test-hmp.log" ] && ! grep -q 'drive_insert' "$src/tests/qtest/test-hmp.c"; then
+    result "test-hmp drive_insert" FAIL "test-hmp.c does not run drive_insert"
+  fi
 fi
 
 echo "check-series: ${#summary[@]} checks, $failed failed (logs: $logdir)"

@@ -13,7 +13,8 @@ nobody chose. Steps:
    whose object file is byte-identical to the original's is equivalent (trivial compiler
    equivalence) and dropped. A mutant that changes the line count is never byte-identical (QEMU's
    error_setg() and assert embed __LINE__): it is judged by the tests like any other.
-4. Judge: the patch's qtests first (seconds), then the acceptance tests tagged for the patch, -x.
+4. Judge: the patch's qtests first (seconds; scripts/check-series.sh with QTESTS=), then the
+   acceptance tests tagged for the patch, -x.
    Killed: a qtest or a test failed or errored (QEMU crashing included). A run that hits the bound
    is a timeout, reported on its own and NOT counted as a kill (a hang is not a verdict).
 5. Report: killed / judged per patch, every survivor with its file:line and the change, in
@@ -130,25 +131,18 @@ def work_copy(entry: Path, cache: Path) -> Path:
     return work
 
 
-def qtest_args(build: Path, name: str) -> list[str]:
-    if name != "qos-test":
-        return []
-    listed = subprocess.run(["./tests/qtest/qos-test", "-l"], cwd=build, capture_output=True, text=True).stdout
-    return [a for p in listed.splitlines() if re.match(r"^/.*/nvme/", p) for a in ("-p", p)]
-
-
-def run_qtests(build: Path, binary: str, names: tuple[str, ...], log: Path) -> str | None:
-    """The first failing qtest, or None."""
-    for name in names:
-        proc = subprocess.run(["timeout", "300", f"./tests/qtest/{name}", "--tap", "-k", *qtest_args(build, name)],
-                              cwd=build, env=dict(os.environ, QTEST_QEMU_BINARY=binary),
-                              capture_output=True, text=True)
-        with log.open("a") as f:
-            f.write(f"$ {name}\n{proc.stdout}{proc.stderr}")
-        failed = [ln for ln in proc.stdout.splitlines() if ln.startswith("not ok")]
-        if proc.returncode != 0 or failed:
-            return f"qtest {name}: {failed[0] if failed else f'exit {proc.returncode}'}"
-    return None
+def run_qtests(build: Path, binary: str, names: tuple[str, ...], folder: Path) -> str | None:
+    """The patch's qtests through scripts/check-series.sh (QTESTS=...: no checkpatch); its summary
+    line of the first failing qtest, or None."""
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "check-series.sh"), str(build)],
+                          env=dict(os.environ, QTESTS=" ".join(names), TARGET_BIN=Path(binary).name,
+                                   RESULTS_DIR=str(folder)),
+                          capture_output=True, text=True, timeout=BUILD_BOUND_S + 600)
+    (folder / "qtest.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode == 0:
+        return None
+    failed = [ln.strip() for ln in proc.stdout.splitlines() if " FAIL " in ln]
+    return f"qtest {failed[0] if failed else f'check-series.sh exit {proc.returncode}'}"
 
 
 def judge(m: Mutant, work: Path, cfg: RunConfig, baseline: dict[str, str], folder: Path, guest: str) -> None:
@@ -170,7 +164,7 @@ def judge(m: Mutant, work: Path, cfg: RunConfig, baseline: dict[str, str], folde
             m.verdict, m.by = "equivalent", "object code identical to the original's"
             return
         binary = str(build / target)
-        failed = run_qtests(build, binary, qtests, folder / "qtest.log")
+        failed = run_qtests(build, binary, qtests, folder)
         if failed:
             m.verdict, m.by = "killed", failed
             return
@@ -246,7 +240,7 @@ def main() -> int:
     print(f"mutation-score: {len(mutants)} mutants of patches {' '.join(wanted)} ({counts}); judging "
           f"{str(sample) + ' per patch' if sample else 'all'}; work tree {work}", flush=True)
     subprocess.run(["ninja", "-C", str(work / "build"), f"qemu-system-{cfg.arch.name}"], check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, timeout=BUILD_BOUND_S)
     baseline = {m.path: sha(o) for m in mutants if (o := object_of(work / "build", m.path)) is not None}
     start = time.monotonic()
     judged: dict[str, int] = {}
@@ -257,7 +251,7 @@ def main() -> int:
         judged[m.patch] = judged.get(m.patch, 0) + (m.verdict in ("killed", "survived", "timeout"))
         print(f"mutant {i} {m.patch} {m.path}:{m.line}: {m.verdict} ({m.by})", flush=True)
     subprocess.run(["ninja", "-C", str(work / "build"), f"qemu-system-{cfg.arch.name}"], check=False,
-                   stdout=subprocess.DEVNULL)   # leave the work tree built as the series
+                   stdout=subprocess.DEVNULL, timeout=BUILD_BOUND_S)   # leave the work tree built as the series
     tried = [m for m in mutants if m.verdict]
     (run / "mutation-score.json").write_text(json.dumps({"generated": counts, "mutants": [
         dataclasses.asdict(m) | {"text": None} for m in tried]}, indent=2) + "\n")

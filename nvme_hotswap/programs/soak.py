@@ -12,8 +12,9 @@ through the same Rig verbs as the tests:
              the block reads back (O_DIRECT) with the same sha256.
 
 After every cycle: the guest's names (PCI address -> controller, disks) equal those at boot, no
-kernel trouble (BUG/WARNING/Oops) since boot, and QEMU's RSS and open fds are sampled. Bounds,
-checked at the end: after a warm-up of WARMUP cycles, open fds never exceed the warm-up level, and
+kernel trouble (BUG/WARNING/Oops) since boot, and QEMU's RSS, open fds and block nodes are sampled.
+Bounds, checked at the end: after a warm-up of WARMUP cycles, open fds and block nodes never exceed
+the warm-up level, and
 RSS grows by at most RSS_BOUND_MIB over the remaining cycles. Exit 0 when every cycle passed and the
 bounds hold; 1 otherwise, naming the cycle and what broke; 2 if QEMU lacks the series.
 Figures: printed, and written to results/<run>/soak.json.
@@ -49,17 +50,17 @@ class Sample:
     seconds: float
     rss_kib: int
     fds: int
+    nodes: int = 0     # named block nodes (query-named-block-nodes)
 
 
 class SoakFailure(AssertionError):
     pass
 
 
-def qemu_resources(pid: int) -> tuple[int, int]:
-    """(VmRSS in KiB, open file descriptors) of a running process."""
-    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-               if line.startswith("VmRSS:"))
-    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+def rss_kib(pid: int) -> int:
+    """VmRSS of a running process, in KiB (its fds and block nodes: QemuMachine.resources)."""
+    return next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("VmRSS:"))
 
 
 def check_bounds(samples: list[Sample], warmup: int = WARMUP, rss_bound_mib: float = RSS_BOUND_MIB) -> list[str]:
@@ -74,6 +75,10 @@ def check_bounds(samples: list[Sample], warmup: int = WARMUP, rss_bound_mib: flo
         if worst_fd.fds > base.fds:
             problems.append(f"{seq}: open fds grew from {base.fds} (cycle {base.cycle}) to {worst_fd.fds} "
                             f"(cycle {worst_fd.cycle})")
+        worst_nodes = max(runs[warmup:], key=lambda s: s.nodes)
+        if worst_nodes.nodes > base.nodes:
+            problems.append(f"{seq}: block nodes grew from {base.nodes} (cycle {base.cycle}) to {worst_nodes.nodes} "
+                            f"(cycle {worst_nodes.cycle})")
         growth = (runs[-1].rss_kib - base.rss_kib) / 1024
         if growth > rss_bound_mib:
             problems.append(f"{seq}: RSS grew {growth:.1f} MiB from cycle {base.cycle} to {runs[-1].cycle} "
@@ -169,10 +174,12 @@ def main() -> int:
                     raise
                 except Exception as exc:  # name the cycle whatever broke in it
                     raise SoakFailure(f"{seq} cycle {i}: {type(exc).__name__}: {exc}") from exc
-                rss, fds = qemu_resources(vm.pid)
-                samples.append(Sample(seq, i, time.monotonic() - t0, rss, fds))
+                held = vm.resources()
+                rss = rss_kib(vm.pid)
+                samples.append(Sample(seq, i, time.monotonic() - t0, rss, held.fds, len(held.nodes)))
                 if i % 10 == 0 or i == cycles:
-                    print(f"soak: {seq} {i}/{cycles}: RSS {rss / 1024:.1f} MiB, {fds} fds", flush=True)
+                    print(f"soak: {seq} {i}/{cycles}: RSS {rss / 1024:.1f} MiB, {held.fds} fds, "
+                          f"{len(held.nodes)} block nodes", flush=True)
     except Exception as exc:  # any failure ends the soak, with its cycle named
         failure = f"{type(exc).__name__}: {exc}"
     finally:
@@ -191,7 +198,7 @@ def main() -> int:
         print(f"{seq:10} {f['cycles']:6d} {f['cycle_median_s']:8.2f} {f['cycle_max_s']:6.2f} "
               f"{f['rss_first_mib']:8.1f}/{f['rss_baseline_mib']:.1f}/{f['rss_last_mib']:.1f} "
               f"{f['fds_first']:10d}/{f['fds_baseline']}/{f['fds_max_after_warmup']}/{f['fds_last']}")
-    print(f"lost blocks: {figures['lost_blocks']}; bounds: fds no growth after {WARMUP} cycles, "
+    print(f"lost blocks: {figures['lost_blocks']}; bounds: fds and block nodes no growth after {WARMUP} cycles, "
           f"RSS +{RSS_BOUND_MIB:g} MiB")
     print(f"written: {run / 'soak.json'}")
     if problems:

@@ -46,5 +46,13 @@ class Bounds(unittest.TestCase):
         self.assertIn("RSS grew 30.0 MiB", problem)
 
 
+
+class NodeBound(unittest.TestCase):
+    def test_a_block_node_kept_per_cycle_is_named_with_its_cycle(self) -> None:
+        s = [soak.Sample("namespace", i + 1, 1.0, 300 * 1024, 22, 6 if i < 12 else 8) for i in range(20)]
+        (problem,) = soak.check_bounds(s)
+        self.assertIn("block nodes grew from 6 (cycle 10) to 8 (cycle 13)", problem)
+
+
 if __name__ == "__main__":
     unittest.main()
