@@ -36,7 +36,7 @@ export QEMU_FLAVOUR
 ##            QEMU_FLAVOUR=asan (our QEMU with AddressSanitizer: a leak or use-after-free report fails its test)
 
 
-.PHONY: help mutation-score venv host-deps qemu qemu-unpatched guest lint check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud check-aarch64 nightly soak fuzz clean
+.PHONY: help review mutation-score venv host-deps qemu qemu-unpatched guest lint check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud check-aarch64 nightly soak fuzz clean
 
 help: ## this list: every target, then the variables
 	@awk 'BEGIN { FS = ":.*## " } \
@@ -51,7 +51,7 @@ host-deps: ## install the Debian packages the builds and the lint need (scripts/
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@bash scripts/install-host-deps.sh
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[lint,mutation]'
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[lint,mutation,review]'
 	@touch $@
 
 venv: $(VENV)/.installed ## the Python venv (VENV, default .venv): this project, editable, and its pinned lint tools
@@ -116,6 +116,9 @@ nightly: venv ## build QEMU, run the guest matrix, compare with the last night (
 	$(PY) -m nvme_hotswap.programs.nightly
 
 # Reliability (docs/reliability.md): long runs on the patched QEMU, not part of `make check`.
+review: venv ## SERIES=<mbox|format-patch folder|base..tip in QEMU_SRC|Message-Id>: before/after, patch by patch, REVIEW.md/.eml
+	@$(PY) -m nvme_hotswap.programs.review
+
 soak: venv ## SOAK_CYCLES (100) hot-swap cycles of each sequence on one guest: names, data, RSS, fds
 	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.soak
 

@@ -148,6 +148,7 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
                                     f"{self.vm.stderr_tail()}")
                 else:
                     problems += self.resource_problems()
+                problems += self.needs_problems()
         finally:
             running = self._rig is not None and self.vm.is_running()
             self._release()
@@ -155,6 +156,20 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
             problems.append(self._exit_problem)
         if problems:
             self.fail("\n".join(problems))
+
+    def needs_problems(self) -> list[str]:
+        """A test's `needs:` tags must be exactly what it used at the monitor: one lacking a tag fails
+        instead of cancelling on a QEMU without that part of the series; one with a tag it did not
+        use cancels for nothing (upstream 11.1 has namespace hotplug only). The second is judged
+        only when the test itself passed."""
+        declared = set(tags.needs(tags.of_test(type(self), self._testMethodName)))
+        used = capabilities.used(self.vm.issued)
+        out = [f"the test used {need} without a needs:{need} tag: on a QEMU without it, it would fail instead of "
+               f"cancelling; add the tag" for need in sorted(used - declared)]
+        passed = bool(getattr(getattr(self, "_outcome", None), "success", False))
+        out += [f"the test is tagged needs:{need} but never used it at the monitor: on a QEMU without it, it "
+                f"cancels for nothing; drop the tag" for need in sorted(declared - used) if passed]
+        return out
 
     def allow_growth(self, nodes: int = 0, fds: int = 0, why: str = "") -> None:
         """Let this test end with `nodes` block nodes and `fds` open fds more than at boot (`why`:
@@ -209,6 +224,12 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
         return []
 
     # --- what tests conclude ---------------------------------------------------------------
+    def observe(self, text: str) -> None:
+        """One line of what the test saw (observed.txt): the evidence report and make review's
+        before/after list quote it."""
+        with (self.artifacts / "observed.txt").open("a") as f:
+            f.write(text.rstrip("\n") + "\n")
+
     def swap_drive(self, index: int, image: Path, fmt: str | None = None) -> str:
         """The cover letter's sequence (Rig.reconnect), asserting that guest I/O fails while the
         drive is pulled and that the guest's AER recovery went as it should. Returns the mark."""
@@ -232,8 +253,13 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
             self.assertTrue(klog.find(lines, template, **names),
                             f"no /{klog.pattern(template, **names).pattern}/ in the guest log after the injection")
         self.assertFalse(klog.find(lines, klog.RECOVERY_FAILED, port=c.port_pci_address))
+        fatal = klog.find(lines, klog.AER_FATAL_RECEIVED, port=c.port_pci_address)
+        done = klog.find(lines, klog.RECOVERY_OK, port=c.port_pci_address)
+        if fatal and done and fatal[0].seconds is not None and done[-1].seconds is not None:
+            self.observe(f"{ctrl} AER recovery {done[-1].seconds - fatal[0].seconds:.2f} s (guest clock)")
 
     def assert_names_unchanged(self, before: Names) -> None:
         """The guest names every controller and disk as it did before (what storage software tracks)."""
         self.assertEqual(self.guest.nvme_names(), before,
                          "guest NVMe names changed (PCI address -> (controller, disks))")
+        self.observe("names kept: " + " ".join(d for _, disks in sorted(before.values()) for d in disks))

@@ -35,11 +35,64 @@ class BootError(AssertionError):
 
 
 @dataclasses.dataclass
-class Rig:
+class MonitorSteps:
+    """The monitor's half of every hot-swap step, on a topology: what QEMU is told, with no wait on
+    a guest. Rig adds the guest; the guestless soak (SOAK_GUEST=0) uses these alone, so a step's
+    monitor commands exist once."""
+
     vm: QemuMachine
-    guest: Guest
     topology: Topology
     workdir: Path                 # where new backing files go (removed with the test's disks)
+
+    def ctrl(self, index: int) -> ControllerSpec:
+        return self.topology.controller(index)
+
+    def new_disk(self, name: str, size_mib: int = 64, label: bytes | None = None) -> Path:
+        """A fresh sparse backing file whose first bytes are `label` (default `label_of(name)`)."""
+        path = self.workdir / f"{name}.img"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        create_image(path, size_mib << 20, label if label is not None else label_of(name))
+        return path
+
+    def plug_namespace(self, ns: NamespaceSpec, image: Path | None = None, **props: object) -> None:
+        """drive_add `image` as the namespace's drive (None: the drive exists), then device_add
+        nvme-ns on its controller; `props`: further nvme-ns properties (detached, shared, ...)."""
+        if image is not None:
+            self.vm.drive_add(drive_option(ns.drive_id, image))
+        self.vm.qmp("device_add", **namespace_props(ns.dev_id, ns.drive_id, self.ctrl(ns.controller).dev_id,
+                                                    ns.nsid, **props))
+
+    def unplug_namespace(self, ns: NamespaceSpec) -> None:
+        """device_del the namespace and wait for its DEVICE_DELETED."""
+        self.vm.device_del(ns.dev_id)
+
+    def drop_drive(self, index: int) -> None:
+        """drive_del controller `index`'s first drive: the backing file is gone for the guest."""
+        self.vm.drive_del(self.ctrl(index).namespaces[0].drive_id)
+
+    def reinsert(self, index: int, image: Path, fmt: str | None = None) -> None:
+        """drive_insert `image` into controller `index`'s first namespace."""
+        self.vm.drive_insert(self.ctrl(index).namespaces[0].dev_id, image, fmt)
+
+    def inject_aer(self, index: int, error: str = "SDN") -> None:
+        """pcie_aer_inject_error at controller `index`'s root port (SDN: Surprise Down)."""
+        self.vm.aer_inject(self.ctrl(index).port_id, error)
+
+    def drive_state(self, index: int) -> tuple[str, str | None, bool | None]:
+        """What the monitor shows of controller `index`'s first namespace's drive (query-block):
+        (drive id, file, read-only); ("", None, None) while it is pulled."""
+        dev = self.ctrl(index).namespaces[0].dev_id
+        for b in self.vm.qmp("query-block"):
+            if b.get("qdev") in (dev, f"/machine/peripheral/{dev}"):
+                inserted = b.get("inserted")
+                return (b.get("device", ""), inserted["file"] if inserted else None,
+                        inserted["ro"] if inserted else None)
+        raise AssertionError(f"query-block lists no drive attached to {dev}")
+
+
+@dataclasses.dataclass
+class Rig(MonitorSteps):
+    guest: Guest
     boot_names: Names
     boot_seconds: float = 0.0
 
@@ -59,7 +112,8 @@ class Rig:
             guest.close()
             vm.shutdown()
             raise
-        return cls(vm, guest, topology, artifacts / "disks", names, seconds)
+        return cls(vm=vm, topology=topology, guest=guest, workdir=artifacts / "disks", boot_names=names,
+                   boot_seconds=seconds)
 
     def close(self) -> int | None:
         """Close SSH and end QEMU by its PID; QEMU's exit code."""
@@ -67,9 +121,6 @@ class Rig:
         return self.vm.shutdown()
 
     # --- names ---------------------------------------------------------------------------------
-    def ctrl(self, index: int) -> ControllerSpec:
-        return self.topology.controller(index)
-
     def ctrl_name(self, index: int) -> str:
         """The guest's name (nvmeX) of controller `index` at boot, found by its PCI address."""
         return self.boot_names[self.ctrl(index).pci_address][0]
@@ -85,13 +136,6 @@ class Rig:
             raise AssertionError(f"NSID {nsid} is not under {self.ctrl_name(index)} in the guest")
         return info.block
 
-    def new_disk(self, name: str, size_mib: int = 64, label: bytes | None = None) -> Path:
-        """A fresh sparse backing file whose first bytes are `label` (default `label_of(name)`)."""
-        path = self.workdir / f"{name}.img"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        create_image(path, size_mib << 20, label if label is not None else label_of(name))
-        return path
-
     # --- kernel log ----------------------------------------------------------------------------
     def wait_for_klog(self, mark: str, template: str, timeout: float = 30.0, **names: str) -> list[KernelLine]:
         """Wait until the guest kernel log after `mark` has a line matching `template`."""
@@ -100,18 +144,6 @@ class Rig:
                           timeout, f"guest kernel log line /{rx.pattern}/")
 
     # --- namespace hotplug (series patch 1) ------------------------------------------------------
-    def plug_namespace(self, ns: NamespaceSpec, image: Path | None = None, **props: object) -> None:
-        """drive_add `image` as the namespace's drive (None: the drive exists), then device_add
-        nvme-ns on its controller; `props`: further nvme-ns properties (detached, shared, ...)."""
-        if image is not None:
-            self.vm.drive_add(drive_option(ns.drive_id, image))
-        self.vm.qmp("device_add", **namespace_props(ns.dev_id, ns.drive_id, self.ctrl(ns.controller).dev_id,
-                                                    ns.nsid, **props))
-
-    def unplug_namespace(self, ns: NamespaceSpec) -> None:
-        """device_del the namespace and wait for its DEVICE_DELETED."""
-        self.vm.device_del(ns.dev_id)
-
     def wait_for_namespace(self, index: int, nsid: int, timeout: float = NAMESPACE_TIMEOUT_S) -> NamespaceInfo:
         controller = self.ctrl_name(index)
         return wait_until(lambda: self.guest.namespace(controller, nsid), timeout,
@@ -139,16 +171,8 @@ class Rig:
         """drive_del controller `index`'s first drive (the backing file is gone for the guest);
         returns the kernel-log mark written just before."""
         mark = self.guest.klog_mark()
-        self.vm.drive_del(self.ctrl(index).namespaces[0].drive_id)
+        self.drop_drive(index)
         return mark
-
-    def reinsert(self, index: int, image: Path, fmt: str | None = None) -> None:
-        """drive_insert `image` into controller `index`'s first namespace."""
-        self.vm.drive_insert(self.ctrl(index).namespaces[0].dev_id, image, fmt)
-
-    def inject_aer(self, index: int, error: str = "SDN") -> None:
-        """pcie_aer_inject_error at controller `index`'s root port (SDN: Surprise Down)."""
-        self.vm.aer_inject(self.ctrl(index).port_id, error)
 
     def wait_for_recovery(self, index: int, mark: str, timeout: float = RECOVERY_TIMEOUT_S) -> list[KernelLine]:
         """Wait for the guest's `device recovery successful` on controller `index`'s root port."""
@@ -167,17 +191,6 @@ class Rig:
         self.inject_aer(index)
         self.wait_for_recovery(index, mark)
         return mark
-
-    def drive_state(self, index: int) -> tuple[str, str | None, bool | None]:
-        """What the monitor shows of controller `index`'s first namespace's drive (query-block):
-        (drive id, file, read-only); ("", None, None) while it is pulled."""
-        dev = self.ctrl(index).namespaces[0].dev_id
-        for b in self.vm.qmp("query-block"):
-            if b.get("qdev") in (dev, f"/machine/peripheral/{dev}"):
-                inserted = b.get("inserted")
-                return (b.get("device", ""), inserted["file"] if inserted else None,
-                        inserted["ro"] if inserted else None)
-        raise AssertionError(f"query-block lists no drive attached to {dev}")
 
     # --- the old way: replacing the whole controller ---------------------------------------------
     def unplug_controller(self, index: int) -> None:

@@ -17,18 +17,28 @@ nobody chose. Steps:
    acceptance tests tagged for the patch, -x.
    Killed: a qtest or a test failed or errored (QEMU crashing included). A run that hits the bound
    is a timeout, reported on its own and NOT counted as a kill (a hang is not a verdict).
-5. Report: killed / judged per patch, every survivor with its file:line and the change, in
-   mutation-score.md and mutation-score.json of the run folder.
+   Duplicate: a mutant whose object file is byte-identical to an earlier mutant's is that mutant
+   again (the same machine code): it gets the earlier one's verdict and counts once.
+   A survivor listed in patches/mutation-equivalent.txt (path, original line, changed line, why)
+   was judged equivalent by reading it: reported with its reason, out of the score.
+5. Report: killed / judged per patch (with a 95% interval when sampled), every survivor with its
+   file:line and the change, in mutation-score.md and mutation-score.json of the run folder.
+6. Resume: each verdict is kept in $CACHE/mutation-verdicts.json under a key of everything that
+   decides it (the series build, the mutated file's text, the guest, and the suite: tests/,
+   nvme_hotswap/, scripts/check-series.sh); a verdict under the same key is reused, so an
+   interrupted run or the next night goes on where it stopped. Timeouts are never kept.
 
     MUTATION_SAMPLE=N     judge N mutants per patch (in a seeded random order, MUTATION_SEED,
                           default 1; stillborn and equivalent ones do not count); 0 = all
     MUTATION_PATCHES="0001 0003"   only these patches
+    MUTATION_FRESH=1      ignore kept verdicts (judge again)
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -50,6 +60,8 @@ PATCH_TESTS = {   # patch number -> (pytest -m selection, qtests)
 }
 TEST_BOUND_S = 900.0
 BUILD_BOUND_S = 600.0
+EQUIVALENT_LIST = ROOT / "patches" / "mutation-equivalent.txt"
+JUDGED = ("killed", "survived", "timeout")
 
 
 @dataclasses.dataclass
@@ -60,8 +72,14 @@ class Mutant:
     original: str
     changed: str
     text: str          # the whole mutated file
-    verdict: str = ""  # stillborn, equivalent, killed, survived, timeout
+    verdict: str = ""  # stillborn, equivalent, duplicate, killed, survived, timeout
     by: str = ""       # what killed it, or why it is not judged
+    obj: str = ""      # sha256 of its object file, once built
+    kept: bool = False  # the verdict came from the verdict store
+
+    @property
+    def text_sha(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
 
 
 def added_lines(patch: Path) -> dict[str, list[int]]:
@@ -107,6 +125,72 @@ def generate(patch: str, src: Path, path: str, lines: list[int], scratch: Path) 
     return mutants
 
 
+def read_equivalents(path: Path = EQUIVALENT_LIST) -> dict[tuple[str, str, str], str]:
+    """(file, original line, changed line) -> why it is equivalent; tab-separated, # comments."""
+    out: dict[tuple[str, str, str], str] = {}
+    if path.is_file():
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            parts = line.split("\t")
+            if len(parts) != 4:
+                raise ValueError(f"{path}:{n}: want 4 tab-separated fields (file, original, changed, why), "
+                                 f"got {len(parts)}")
+            out[(parts[0], parts[1].strip(), parts[2].strip())] = parts[3].strip()
+    return out
+
+
+def suite_key(series_key: str, guest: str) -> str:
+    """What decides a verdict besides the mutant: the series build, the guest, and the suite's
+    own files (tests, harness, the qtest runner)."""
+    h = hashlib.sha256(f"{series_key}\0{Path(guest).name}\0".encode())
+    files = sorted([*(ROOT / "tests").rglob("*.py"), *(ROOT / "nvme_hotswap").rglob("*.py"),
+                    ROOT / "scripts" / "check-series.sh", ROOT / "conftest.py"])
+    for f in files:
+        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+class VerdictStore:
+    """$CACHE/mutation-verdicts.json: verdicts by (suite key, mutated file's text); written after
+    each mutant (atomically), so an interrupted run loses at most the mutant in hand."""
+
+    def __init__(self, path: Path, suite: str, fresh: bool = False) -> None:
+        self.path, self.suite = path, suite
+        try:
+            self.data: dict[str, dict[str, str]] = {} if fresh else json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.data = {}
+
+    def key(self, m: Mutant) -> str:
+        return f"{self.suite}:{m.path}:{m.text_sha[:20]}"
+
+    def recall(self, m: Mutant) -> bool:
+        got = self.data.get(self.key(m))
+        if got is None:
+            return False
+        m.verdict, m.by, m.obj, m.kept = got["verdict"], got["by"], got.get("obj", ""), True
+        return True
+
+    def keep(self, m: Mutant) -> None:
+        if m.verdict == "timeout" or not m.verdict:
+            return
+        self.data[self.key(m)] = {"verdict": m.verdict, "by": m.by, "obj": m.obj}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1) + "\n")
+        tmp.replace(self.path)
+
+
+def wilson(killed: int, judged: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a kill rate measured on a sample."""
+    if not judged:
+        return (0.0, 1.0)
+    p = killed / judged
+    centre = (p + z * z / (2 * judged)) / (1 + z * z / judged)
+    half = z * math.sqrt(p * (1 - p) / judged + z * z / (4 * judged * judged)) / (1 + z * z / judged)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
 def object_of(build: Path, path: str) -> Path | None:
     """The object file ninja makes from `path` (meson flattens the path with underscores)."""
     flat = path.replace("/", "_") + ".o"
@@ -145,7 +229,10 @@ def run_qtests(build: Path, binary: str, names: tuple[str, ...], folder: Path) -
     return f"qtest {failed[0] if failed else f'check-series.sh exit {proc.returncode}'}"
 
 
-def judge(m: Mutant, work: Path, cfg: RunConfig, baseline: dict[str, str], folder: Path, guest: str) -> None:
+def judge(m: Mutant, work: Path, cfg: RunConfig, baseline: dict[str, str], folder: Path, guest: str,
+          seen: dict[tuple[str, str], Mutant], equivalents: dict[tuple[str, str, str], str]) -> None:
+    """Build `m` in the work tree and give it its verdict; `seen`: (file, object sha) -> the first
+    mutant with that object code (duplicates take its verdict)."""
     src, build = work / "src", work / "build"
     target = f"qemu-system-{cfg.arch.name}"
     selection, qtests = PATCH_TESTS[m.patch]
@@ -160,8 +247,13 @@ def judge(m: Mutant, work: Path, cfg: RunConfig, baseline: dict[str, str], folde
             m.verdict, m.by = "stillborn", "does not compile"
             return
         obj = object_of(build, m.path)
-        if obj is not None and sha(obj) == baseline.get(m.path):
+        m.obj = sha(obj) if obj is not None else ""
+        if m.obj and m.obj == baseline.get(m.path):
             m.verdict, m.by = "equivalent", "object code identical to the original's"
+            return
+        first = seen.get((m.path, m.obj)) if m.obj else None
+        if first is not None:
+            m.verdict, m.by = "duplicate", f"object code identical to {first.path}:{first.line}'s ({first.verdict})"
             return
         binary = str(build / target)
         failed = run_qtests(build, binary, qtests, folder)
@@ -182,6 +274,8 @@ def judge(m: Mutant, work: Path, cfg: RunConfig, baseline: dict[str, str], folde
         ran = [c for c in junit.read(junit_xml) if c.outcome != "skipped"]
         if bad:
             m.verdict, m.by = "killed", f"{bad[0].short_name}: {bad[0].message[:140]}"
+        elif (why := equivalents.get((m.path, m.original, m.changed))) is not None:
+            m.verdict, m.by = "equivalent", f"judged by reading it (patches/mutation-equivalent.txt): {why}"
         else:
             m.verdict, m.by = "survived", f"{len(ran)} tests and {len(qtests)} qtests passed"
     finally:
@@ -189,17 +283,28 @@ def judge(m: Mutant, work: Path, cfg: RunConfig, baseline: dict[str, str], folde
 
 
 def table(mutants: list[Mutant], generated: dict[str, int] | None = None) -> str:
-    """Per patch: mutants generated, tried (built), and of those stillborn, equivalent, judged, ..."""
-    out = ["| patch | generated | tried | stillborn | equivalent | judged | killed | survived | timeout | score |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    """Per patch: mutants generated, tried (built), and of those stillborn, equivalent, duplicate,
+    judged, killed, ...; the score is killed / judged, with its 95% interval when only a sample of
+    the patch's mutants was tried."""
+    out = ["| patch | generated | tried | stillborn | equivalent | duplicate | judged | killed | survived | timeout "
+           "| score | 95% interval |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for patch in sorted({m.patch for m in mutants}):
         ms = [m for m in mutants if m.patch == patch and m.verdict]
-        n = {v: sum(m.verdict == v for m in ms) for v in ("stillborn", "equivalent", "killed", "survived", "timeout")}
+        n = {v: sum(m.verdict == v for m in ms)
+             for v in ("stillborn", "equivalent", "duplicate", "killed", "survived", "timeout")}
         judged = n["killed"] + n["survived"] + n["timeout"]
         score = f"{100 * n['killed'] / judged:.0f}%" if judged else "-"
         total = (generated or {}).get(patch, len(ms))
-        out.append(f"| {patch} | {total} | {len(ms)} | {n['stillborn']} | {n['equivalent']} | {judged} | "
-                   f"{n['killed']} | {n['survived']} | {n['timeout']} | {score} |")
+        lo, hi = wilson(n["killed"], judged)
+        interval = "all tried" if len(ms) >= total else (f"{100 * lo:.0f}-{100 * hi:.0f}%" if judged else "-")
+        out.append(f"| {patch} | {total} | {len(ms)} | {n['stillborn']} | {n['equivalent']} | {n['duplicate']} | "
+                   f"{judged} | {n['killed']} | {n['survived']} | {n['timeout']} | {score} | {interval} |")
+    judged_eq = [m for m in mutants if m.verdict == "equivalent" and m.by.startswith("judged by reading")]
+    if judged_eq:
+        out += ["", "Equivalent by reading (out of the score):", ""]
+        out += [f"- {m.patch} `{m.path}:{m.line}` `{m.original}` -> `{m.changed}`: {m.by.split(': ', 1)[-1]}"
+                for m in judged_eq]
     survivors = [m for m in mutants if m.verdict in ("survived", "timeout")]
     if survivors:
         out += ["", "Survivors:", ""]
@@ -242,18 +347,28 @@ def main() -> int:
     subprocess.run(["ninja", "-C", str(work / "build"), f"qemu-system-{cfg.arch.name}"], check=True,
                    stdout=subprocess.DEVNULL, timeout=BUILD_BOUND_S)
     baseline = {m.path: sha(o) for m in mutants if (o := object_of(work / "build", m.path)) is not None}
+    store = VerdictStore(cfg.cache_root / "mutation-verdicts.json", suite_key(entry.name, guest),
+                         fresh=os.environ.get("MUTATION_FRESH") == "1")
+    equivalents = read_equivalents()
+    seen: dict[tuple[str, str], Mutant] = {}
     start = time.monotonic()
     judged: dict[str, int] = {}
     for i, m in enumerate(mutants, 1):
         if sample and judged.get(m.patch, 0) >= sample:
             continue
-        judge(m, work, cfg, baseline, out / f"{m.patch}-{i:04d}", guest)
-        judged[m.patch] = judged.get(m.patch, 0) + (m.verdict in ("killed", "survived", "timeout"))
-        print(f"mutant {i} {m.patch} {m.path}:{m.line}: {m.verdict} ({m.by})", flush=True)
+        t0 = time.monotonic()
+        if not store.recall(m):
+            judge(m, work, cfg, baseline, out / f"{m.patch}-{i:04d}", guest, seen, equivalents)
+            store.keep(m)
+        if m.obj and m.verdict in (*JUDGED, "equivalent"):
+            seen.setdefault((m.path, m.obj), m)
+        judged[m.patch] = judged.get(m.patch, 0) + (m.verdict in JUDGED)
+        print(f"mutant {i} {m.patch} {m.path}:{m.line}: {m.verdict} ({m.by})"
+              f"{' [kept verdict]' if m.kept else f' {time.monotonic() - t0:.0f} s'}", flush=True)
     subprocess.run(["ninja", "-C", str(work / "build"), f"qemu-system-{cfg.arch.name}"], check=False,
                    stdout=subprocess.DEVNULL, timeout=BUILD_BOUND_S)   # leave the work tree built as the series
     tried = [m for m in mutants if m.verdict]
-    (run / "mutation-score.json").write_text(json.dumps({"generated": counts, "mutants": [
+    (run / "mutation-score.json").write_text(json.dumps({"generated": counts, "sample_per_patch": sample, "mutants": [
         dataclasses.asdict(m) | {"text": None} for m in tried]}, indent=2) + "\n")
     md = table(tried, counts)
     (run / "mutation-score.md").write_text("# Generated mutants\n\n" + md)

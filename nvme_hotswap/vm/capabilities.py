@@ -83,6 +83,20 @@ def probe(cfg: RunConfig, artifacts: Path) -> Capabilities:
             vm.shutdown()
 
 
+def used(issued: list[tuple[str, str, str]]) -> set[str]:
+    """The capabilities of the series that these monitor commands (QemuMachine.issued) relied on:
+    what a test's `needs:` tags must name, no more and no less."""
+    out = set()
+    for kind, command, args in issued:
+        if command == "device_add" and ('"driver": "nvme-ns"' in args if kind == "qmp" else "nvme-ns" in args):
+            out.add("nvme_ns_hotplug")
+        elif kind == "qmp" and command == RECONNECT_QMP_COMMAND:
+            out.add("reconnect_qmp")
+        elif kind == "hmp" and command == "drive_insert":
+            out.add("drive_insert")
+    return out
+
+
 @functools.cache
 def of_qemu_under_test(cfg: RunConfig, artifacts: Path) -> Capabilities:
     """The probe of the run's QEMU, once per process."""

@@ -78,6 +78,7 @@ class QemuMachine:
         self._qmp: QEMUMonitorProtocol | None = None
         self._events: list[dict[str, Any]] = []
         self._t0 = time.monotonic()
+        self.issued: list[tuple[str, str, str]] = []   # (qmp|hmp, command, arguments): what the test used
         self.ended_by: str | None = None   # how shutdown() ended it: quit, SIGTERM, SIGKILL, or on its own
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -194,6 +195,7 @@ class QemuMachine:
         """Run a QMP command; return its `return` value or raise MonitorError with QEMU's text."""
         assert self._qmp is not None, f"{self.name}: not launched"
         self._record("qmp>", json.dumps({"execute": command, "arguments": args}) if args else command)
+        self.issued.append(("qmp", command, json.dumps(args, sort_keys=True, default=str)))
         self._qmp.settimeout(60.0)
         try:
             ret = self._qmp.cmd(command, **args)
@@ -210,6 +212,7 @@ class QemuMachine:
     def hmp(self, command_line: str) -> str:
         """Run an HMP command through QMP `human-monitor-command`; return its text output."""
         self._record("hmp>", command_line)
+        self.issued.append(("hmp", command_line.split(" ", 1)[0], command_line))
         assert self._qmp is not None, f"{self.name}: not launched"
         self._qmp.settimeout(60.0)
         try:

@@ -35,6 +35,5 @@ class AcpiHotplugRecovery(HotswapTest):
         read = self.guest.try_read(disk, seconds=10)
         self.assertIn(read.status, ("error", "hung"), f"{disk} still reads after a failed recovery")
         self.log.info("read of %s after the failed recovery: %s", disk, read)
-        (self.artifacts / "observed.txt").write_text(
-            f"ACPI hotplug: device recovery failed; a read of {disk} then {read.status}"
-            + (f" (exit {read.rc})" if read.rc is not None else " (still blocked after 10 s)") + "\n")
+        self.observe(f"ACPI hotplug: device recovery failed; a read of {disk} then {read.status}"
+                     + (f" (exit {read.rc})" if read.rc is not None else " (still blocked after 10 s)"))

@@ -12,7 +12,10 @@ class DriveReconnect(HotswapTest):
     """Pull nvme2's backing file, reinsert it, let AER reset the controller: /dev/nvme2n1 stays.
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer,needs:drive_insert
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer
+
+    Each test names what of the series it uses (needs:): the policy tests drive the QMP command
+    under drive_insert directly.
     """
 
     def write_pattern(self, disk: str) -> str:
@@ -24,6 +27,10 @@ class DriveReconnect(HotswapTest):
         return digest
 
     def test_same_file(self) -> None:
+        """The cover letter's sequence with the same file: names, serial and data are kept.
+
+        :avocado: tags=needs:drive_insert
+        """
         c = self.rig.ctrl(2)
         ns = c.namespaces[0]
         before = self.guest.nvme_names()
@@ -39,7 +46,10 @@ class DriveReconnect(HotswapTest):
         self.assertEqual(image_sha256(ns.image, PATTERN_AT * 2, 4), new, "a write after recovery did not land")
 
     def test_replacement_disk(self) -> None:
-        """drive_insert a different, fresh file: same names, and the guest reads the new disk."""
+        """drive_insert a different, fresh file: same names, and the guest reads the new disk.
+
+        :avocado: tags=needs:drive_insert
+        """
         c = self.rig.ctrl(2)
         before = self.guest.nvme_names()
         digest = self.write_pattern(self.rig.disk(2))
@@ -59,7 +69,10 @@ class DriveReconnect(HotswapTest):
     def test_second_swap_and_monitor_state(self) -> None:
         """Two swaps of the same drive: while pulled the monitor shows an empty, anonymous drive;
         after each reinsertion the drive as booted (its id, the file, writable), so the second
-        drive_del by id works; the names stay and the second file is what the guest reads."""
+        drive_del by id works; the names stay and the second file is what the guest reads.
+
+        :avocado: tags=needs:drive_insert
+        """
         ns = self.rig.ctrl(2).namespaces[0]
         before = self.guest.nvme_names()
         self.assertEqual(self.rig.drive_state(2), (ns.drive_id, str(ns.image), False))
@@ -79,7 +92,10 @@ class DriveReconnect(HotswapTest):
 
     def test_format_argument(self) -> None:
         """drive_insert <device> <file> qcow2 reads the image's contents; the same file without a
-        format is opened raw, never probed: the guest then reads the qcow2 header itself."""
+        format is opened raw, never probed: the guest then reads the qcow2 header itself.
+
+        :avocado: tags=needs:drive_insert
+        """
         qemu_img = shutil.which("qemu-img")
         if qemu_img is None:
             self.cancel("needs qemu-img on the host (Debian's qemu-utils: scripts/install-host-deps.sh)")

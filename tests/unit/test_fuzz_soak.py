@@ -45,6 +45,17 @@ class Bounds(unittest.TestCase):
         (problem,) = soak.check_bounds(s, rss_bound_mib=16)
         self.assertIn("RSS grew 30.0 MiB", problem)
 
+    def test_unbounded_rss_still_bounds_fds(self) -> None:
+        """Under ASan RSS is not bounded (its quarantine holds freed memory); fds still are."""
+        s = samples("reconnect", [300.0] * 10 + [300 + i for i in range(1, 31)], [22] * 39 + [23])
+        (problem,) = soak.check_bounds(s, rss_bound_mib=None)
+        self.assertIn("open fds grew", problem)
+
+    def test_growth_over_the_last_half_tells_a_plateau_from_a_leak(self) -> None:
+        plateau = samples("namespace", [300 + min(i, 20) for i in range(100)], [22] * 100)
+        leak = samples("namespace", [300 + i * 0.1 for i in range(100)], [22] * 100)
+        self.assertEqual(soak.summary(plateau)["namespace"]["rss_growth_last_half_mib"], 0.0)
+        self.assertAlmostEqual(soak.summary(leak)["namespace"]["rss_growth_last_half_mib"], 4.9, places=1)
 
 
 class NodeBound(unittest.TestCase):

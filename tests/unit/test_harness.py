@@ -103,3 +103,22 @@ class SharedSubsystem(unittest.TestCase):
         self.assertIn("nvme,id=nvme0,serial=NVMEHS0000,bus=rp0", args)
         self.assertEqual([len(c.namespaces) for c in topo.controllers], [1, 1, 0])
         self.assertEqual(topo.controller(1).hot_namespace(2, Path("x.img")).dev_id, "ns1_1")
+
+
+class NeedsUsed(unittest.TestCase):
+    """What a test used at the monitor, as its needs: tags must name it."""
+
+    def test_each_capability_is_seen_in_the_command_that_relies_on_it(self) -> None:
+        from nvme_hotswap.vm.capabilities import used
+        self.assertEqual(used([("qmp", "device_add", '{"driver": "nvme-ns", "id": "ns2"}')]), {"nvme_ns_hotplug"})
+        self.assertEqual(used([("hmp", "device_add", "device_add nvme-ns,id=x,drive=d,bus=nvme0")]),
+                         {"nvme_ns_hotplug"})
+        self.assertEqual(used([("hmp", "drive_insert", "drive_insert ns2 /x.img")]), {"drive_insert"})
+        self.assertEqual(used([("qmp", "x-blockdev-reconnect", "{}")]), {"reconnect_qmp"})
+
+    def test_what_stock_qemu_has_needs_nothing(self) -> None:
+        from nvme_hotswap.vm.capabilities import used
+        self.assertEqual(used([("qmp", "device_add", '{"driver": "nvme", "id": "c"}'),
+                               ("hmp", "drive_del", "drive_del d"),
+                               ("hmp", "pcie_aer_inject_error", "pcie_aer_inject_error rp2 SDN"),
+                               ("qmp", "device_del", '{"id": "ns2"}')]), set())

@@ -36,9 +36,53 @@ class Table(unittest.TestCase):
     def test_score_counts_timeouts_as_judged_never_as_kills(self) -> None:
         def m(verdict: str) -> ms.Mutant:
             return ms.Mutant("0001", "hw/nvme/ctrl.c", 5, "a();", "b();", "", verdict, "why")
-        text = ms.table([m("killed"), m("survived"), m("timeout"), m("stillborn"), m("equivalent")], {"0001": 40})
-        self.assertIn("| 0001 | 40 | 5 | 1 | 1 | 3 | 1 | 1 | 1 | 33% |", text)
+        text = ms.table([m("killed"), m("survived"), m("timeout"), m("stillborn"), m("equivalent"), m("duplicate")],
+                        {"0001": 40})
+        self.assertIn("| 0001 | 40 | 6 | 1 | 1 | 1 | 3 | 1 | 1 | 1 | 33% | 6-79% |", text)
         self.assertIn("`hw/nvme/ctrl.c:5` `a();` -> `b();`: survived (why)", text)
+
+    def test_a_patch_tried_whole_has_no_interval(self) -> None:
+        m = ms.Mutant("0002", "block/x.c", 1, "a();", "b();", "", "killed", "t")
+        self.assertIn("| 100% | all tried |", ms.table([m], {"0002": 1}))
+
+    def test_wilson_interval_holds_the_rate_and_narrows_with_the_sample(self) -> None:
+        lo, hi = ms.wilson(36, 40)
+        self.assertTrue(lo < 0.9 < hi)
+        lo2, hi2 = ms.wilson(360, 400)
+        self.assertTrue(lo < lo2 < 0.9 < hi2 < hi)
+
+
+class Equivalents(unittest.TestCase):
+    def test_a_line_without_four_fields_names_the_file_and_line(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            listing = Path(tmp, "eq.txt")
+            listing.write_text("# comment\nhw/nvme/ctrl.c\tif (a) {\tif (!a) {\tbecause\nbroken line\n")
+            with self.assertRaisesRegex(ValueError, r"eq.txt:3: want 4 tab-separated fields"):
+                ms.read_equivalents(listing)
+            listing.write_text("hw/nvme/ctrl.c\tif (a) {\tif (!a) {\tbecause\n")
+            self.assertEqual(ms.read_equivalents(listing), {("hw/nvme/ctrl.c", "if (a) {", "if (!a) {"): "because"})
+
+    def test_the_projects_list_parses(self) -> None:
+        ms.read_equivalents()
+
+
+class Store(unittest.TestCase):
+    def test_verdicts_survive_a_new_run_under_the_same_key_only_and_timeouts_are_never_kept(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp, "v.json")
+            killed = ms.Mutant("0001", "hw/nvme/ctrl.c", 5, "a();", "", "text 1", "killed", "qtest x", "abc")
+            hung = ms.Mutant("0001", "hw/nvme/ctrl.c", 6, "b();", "", "text 2", "timeout", "bound")
+            store = ms.VerdictStore(path, "suite1")
+            store.keep(killed)
+            store.keep(hung)
+            again = ms.Mutant("0001", "hw/nvme/ctrl.c", 5, "a();", "", "text 1")
+            self.assertTrue(ms.VerdictStore(path, "suite1").recall(again))
+            self.assertEqual((again.verdict, again.by, again.obj, again.kept), ("killed", "qtest x", "abc", True))
+            self.assertFalse(ms.VerdictStore(path, "suite1").recall(ms.Mutant("0001", "hw/nvme/ctrl.c", 6, "b();", "",
+                                                                             "text 2")))
+            self.assertFalse(ms.VerdictStore(path, "suite2").recall(ms.Mutant("0001", "hw/nvme/ctrl.c", 5, "a();", "",
+                                                                             "text 1")))
+            self.assertFalse(ms.VerdictStore(path, "suite1", fresh=True).recall(again))
 
 
 if __name__ == "__main__":

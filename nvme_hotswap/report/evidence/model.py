@@ -117,7 +117,7 @@ def environment_items(env: dict[str, Any]) -> tuple[EnvItem, ...]:
             EnvItem(f"Host: Linux {env.get('host_kernel', '?')}, Python {env.get('python', '?')}"))
 
 
-def _git_identity() -> str:
+def git_identity() -> str:
     """`Name <email>` from git config, or a placeholder to edit."""
     def get(key: str) -> str:
         try:
@@ -133,7 +133,7 @@ def _short(name: str) -> str:
     return name.removeprefix("tests.acceptance.")
 
 
-def _test_dir(run: Path, name: str) -> Path | None:
+def test_dir(run: Path, name: str) -> Path | None:
     for d in sorted((run / "tests").glob("*")):
         if name == d.name or name.endswith("." + d.name):
             return d
@@ -170,7 +170,7 @@ def build(run: Path) -> Report:
     counts = Counts(*(sum(c.outcome == k for c in cases) for k in ("passed", "failed", "error", "skipped")))
     scenarios: list[Scenario] = []
     for case in cases:
-        folder = _test_dir(run, case.full_name)
+        folder = test_dir(run, case.full_name)
         if case.outcome != "passed" or folder is None or any(s in case.full_name for s in NOT_SCENARIOS):
             continue
         try:
@@ -185,7 +185,7 @@ def build(run: Path) -> Report:
         environment=environment_items(env),
         results=tuple(ResultRow(_short(c.full_name), c.outcome, c.seconds, c.message) for c in cases),
         scenarios=tuple(scenarios),
-        trailer=f"Tested-by: {_git_identity()}" if trailer_allowed(cases) else None)
+        trailer=f"Tested-by: {git_identity()}" if trailer_allowed(cases) else None)
 
 
 SERIES_MISSING = "QEMU lacks"   # how a cancel for a capability of the series begins (vm/capabilities.py)

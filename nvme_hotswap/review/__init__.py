@@ -1,0 +1,1 @@
+"""Reviewing a series someone posted: reading it (b4) and writing the reply."""
