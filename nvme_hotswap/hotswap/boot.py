@@ -19,6 +19,7 @@ BOOT_TIMEOUT_S = 180.0     # serial marker; TCG on a loaded 2-core machine
 SSH_TIMEOUT_S = 60.0
 # `quiet` only quiets the console (dmesg keeps info lines); the crypto self-tests cost ~0.8 s under TCG.
 KERNEL_ARGS = "panic=-1 quiet cryptomgr.notests=1"   # console= comes from the architecture
+GUEST_RAM_MIB = 1024
 
 
 def accel_args(accel: AccelChoice) -> list[str]:
@@ -55,7 +56,8 @@ def guest_qemu_args(cfg: RunConfig, accel: AccelChoice, topology: Topology, nati
                 "-kernel", str(guest_dir / platform.kernel_file), "-initrd", str(guest_dir / "initramfs.img"),
                 "-append", " ".join(a for a in (f"console={platform.console}", KERNEL_ARGS, sshkey.kernel_arg(),
                                           platform.firmware_kernel_args, extra_kernel_args) if a)]
-    args = ["-machine", platform.machine, *accel_args(accel), "-cpu", platform.cpu, "-smp", vcpus(accel), "-m", "1024",
+    args = ["-machine", platform.machine, *accel_args(accel), "-cpu", platform.cpu, "-smp", vcpus(accel),
+            "-m", str(GUEST_RAM_MIB),
             "-nodefaults", "-display", "none", "-no-user-config", "-no-reboot",
             *cfg.firmware_args(), *boot,
             "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..guest import klog
-from ..hotswap.boot import guest_qemu_args
+from ..hotswap.boot import GUEST_RAM_MIB, guest_qemu_args
 from ..hotswap.rig import MonitorSteps, Rig
 from ..report import results
 from ..vm import accel, capabilities
@@ -61,6 +61,14 @@ class Sample:
     rss_kib: int
     fds: int
     nodes: int = 0     # named block nodes (query-named-block-nodes)
+    guest_ram_kib: int = 0   # of rss_kib: the guest's RAM QEMU has touched (grows with the guest's page cache)
+    tcg_code_kib: int = 0    # of rss_kib: TCG's translated code (grows as the guest runs new code)
+
+    @property
+    def own_kib(self) -> int:
+        """QEMU's own memory: what a leak of QEMU's grows (guest RAM and TCG's code cache are bounded
+        by their sizes, and fill as the guest runs)."""
+        return self.rss_kib - self.guest_ram_kib - self.tcg_code_kib
 
 
 class SoakFailure(AssertionError):
@@ -71,6 +79,26 @@ def rss_kib(pid: int) -> int:
     """VmRSS of a running process, in KiB (its fds and block nodes: QemuMachine.resources)."""
     return next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
                 if line.startswith("VmRSS:"))
+
+
+def rss_split(smaps: str, ram_mib: int = GUEST_RAM_MIB) -> tuple[int, int]:
+    """(guest RAM, TCG code) resident KiB from /proc/<pid>/smaps text: the anonymous mapping of the
+    guest's RAM size, and anonymous executable mappings (TCG's code_gen_buffer)."""
+    guest = tcg = 0
+    size, kind = 0, ""
+    for line in smaps.splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            start, end = (int(x, 16) for x in head[0].split("-"))
+            size, anon = end - start, len(head) == 5
+            kind = ("guest" if anon and size == ram_mib << 20 else
+                    "tcg" if anon and "x" in head[1] and size >= 64 << 20 else "")
+        elif head and head[0] == "Rss:" and kind:
+            if kind == "guest":
+                guest += int(head[1])
+            else:
+                tcg += int(head[1])
+    return guest, tcg
 
 
 def check_bounds(samples: list[Sample], warmup: int = WARMUP, rss_bound_mib: float | None = RSS_BOUND_MIB) -> list[str]:
@@ -90,10 +118,10 @@ def check_bounds(samples: list[Sample], warmup: int = WARMUP, rss_bound_mib: flo
         if worst_nodes.nodes > base.nodes:
             problems.append(f"{seq}: block nodes grew from {base.nodes} (cycle {base.cycle}) to {worst_nodes.nodes} "
                             f"(cycle {worst_nodes.cycle})")
-        growth = (runs[-1].rss_kib - base.rss_kib) / 1024
+        growth = (runs[-1].own_kib - base.own_kib) / 1024
         if rss_bound_mib is not None and growth > rss_bound_mib:
-            problems.append(f"{seq}: RSS grew {growth:.1f} MiB from cycle {base.cycle} to {runs[-1].cycle} "
-                            f"(bound {rss_bound_mib:g} MiB)")
+            problems.append(f"{seq}: QEMU's own RSS (without guest RAM and TCG code) grew {growth:.1f} MiB from "
+                            f"cycle {base.cycle} to {runs[-1].cycle} (bound {rss_bound_mib:g} MiB)")
     return problems
 
 
@@ -107,7 +135,10 @@ def summary(samples: list[Sample], warmup: int = WARMUP) -> dict[str, dict[str, 
                     "rss_first_mib": runs[0].rss_kib / 1024, "rss_baseline_mib": base.rss_kib / 1024,
                     "rss_last_mib": runs[-1].rss_kib / 1024,
                     "rss_growth_after_warmup_mib": (runs[-1].rss_kib - base.rss_kib) / 1024,
-                    "rss_growth_last_half_mib": (runs[-1].rss_kib - runs[len(runs) // 2].rss_kib) / 1024,
+                    "own_rss_growth_after_warmup_mib": (runs[-1].own_kib - base.own_kib) / 1024,
+                    "guest_ram_growth_after_warmup_mib": (runs[-1].guest_ram_kib - base.guest_ram_kib) / 1024,
+                    "tcg_code_growth_after_warmup_mib": (runs[-1].tcg_code_kib - base.tcg_code_kib) / 1024,
+                    "rss_growth_last_half_mib": (runs[-1].own_kib - runs[len(runs) // 2].own_kib) / 1024,
                     "fds_first": runs[0].fds, "fds_baseline": base.fds,
                     "fds_max_after_warmup": max(s.fds for s in runs[warmup:]) if len(runs) > warmup else base.fds,
                     "fds_last": runs[-1].fds}
@@ -231,9 +262,12 @@ def main() -> int:
                     raise SoakFailure(f"{seq} cycle {i}: {type(exc).__name__}: {exc}") from exc
                 held = vm.resources()
                 rss = rss_kib(vm.pid)
-                samples.append(Sample(seq, i, time.monotonic() - t0, rss, held.fds, len(held.nodes)))
+                guest_ram, tcg = rss_split(Path(f"/proc/{vm.pid}/smaps").read_text())
+                s = Sample(seq, i, time.monotonic() - t0, rss, held.fds, len(held.nodes), guest_ram, tcg)
+                samples.append(s)
                 if i % (10 if with_guest else 100) == 0 or i == cycles:
-                    print(f"soak: {seq} {i}/{cycles}: RSS {rss / 1024:.1f} MiB, {held.fds} fds, "
+                    print(f"soak: {seq} {i}/{cycles}: RSS {rss / 1024:.1f} MiB (QEMU's own {s.own_kib / 1024:.1f}, "
+                          f"guest RAM {guest_ram / 1024:.1f}, TCG code {tcg / 1024:.1f}), {held.fds} fds, "
                           f"{len(held.nodes)} block nodes", flush=True)
     except Exception as exc:  # any failure ends the soak, with its cycle named
         failure = f"{type(exc).__name__}: {exc}"
@@ -262,7 +296,10 @@ def main() -> int:
               f"{f['rss_first_mib']:8.1f}/{f['rss_baseline_mib']:.1f}/{f['rss_last_mib']:.1f} "
               f"{f['fds_first']:10d}/{f['fds_baseline']}/{f['fds_max_after_warmup']}/{f['fds_last']}")
     for seq, f in sequences.items():
-        print(f"{seq}: RSS growth over the last half of the cycles {f['rss_growth_last_half_mib']:+.2f} MiB")
+        print(f"{seq}: after warm-up RSS {f['rss_growth_after_warmup_mib']:+.2f} MiB = QEMU's own "
+              f"{f['own_rss_growth_after_warmup_mib']:+.2f} + guest RAM {f['guest_ram_growth_after_warmup_mib']:+.2f} "
+              f"+ TCG code {f['tcg_code_growth_after_warmup_mib']:+.2f}; QEMU's own over the last half of the "
+              f"cycles {f['rss_growth_last_half_mib']:+.2f} MiB")
     print(f"lost blocks: {figures['lost_blocks']}; bounds: fds and block nodes no growth after {WARMUP} cycles, "
           f"RSS {f'+{rss_bound:g} MiB' if rss_bound is not None else 'not bounded (ASan)'}")
     print(f"written: {run / 'soak.json'}")
