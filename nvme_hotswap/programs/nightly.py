@@ -4,8 +4,8 @@
    scripts/build-qemu.sh (cached), which reads QEMU_DEB_VERSION, QEMU_SRC, PATCHES and MUTANT from
    the environment; the nightly passes them through and records them.
 2. The acceptance suite once per cell in NIGHTLY_CELLS (default "bookworm-cloud bookworm trixie aarch64
-   cloud", see CELLS: Debian 12's cloud and generic kernels and Debian 13's on x86_64, Debian 12 on
-   arm64 virt, the cloud-style guest), each its
+   cloud ns-only", see CELLS: Debian 12's cloud and generic kernels and Debian 13's on x86_64, Debian 12
+   on arm64 virt, the cloud-style guest, patch 0001 alone as upstream 11.1 ships it), each its
    own pytest run under <run>/<cell>/, selection from NIGHTLY_PYTEST_ARGS (else PYTEST_ARGS);
    NIGHTLY_MUTANTS=1 adds the mutation check under <run>/mutants/ (one "test" per mutant: killed = passed).
    NIGHTLY_MUTATION_SCORE=1 adds make mutation-score (MUTATION_SAMPLE as given; all by default) and
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import TypedDict
 
-from ..config import RunConfig
+from ..config import ROOT, RunConfig
 from ..report import junit, results
 from .proc import run_logged, sigterm_as_interrupt
 
@@ -43,8 +43,11 @@ CELLS: dict[str, dict[str, str]] = {
     "trixie": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "trixie", "GUEST": "fast"},
     "aarch64": {"GUEST_ARCH": "aarch64", "GUEST_KERNEL": "bookworm", "GUEST": "fast"},
     "cloud": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm", "GUEST": "cloud"},
+    # what upstream 11.1 ships: namespace hotplug only; every namespace test runs, drive_insert's cancel
+    "ns-only": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm-cloud", "GUEST": "fast",
+                "PATCHES": str(ROOT / "patches" / "upstream-11.1")},
 }
-DEFAULT_CELLS = "bookworm-cloud bookworm trixie aarch64 cloud"
+DEFAULT_CELLS = "bookworm-cloud bookworm trixie aarch64 cloud ns-only"
 
 
 class Result(TypedDict):
@@ -70,9 +73,10 @@ def qemu_source(env: dict[str, str]) -> str:
 
 
 def cell_qemu(arch_name: str, env: dict[str, str], log: Path) -> str:
-    """The QEMU binary for a guest architecture: given (QEMU_<ARCH>, or QEMU for x86_64) or built."""
+    """The QEMU binary for a guest architecture: given (QEMU_<ARCH>, or QEMU for x86_64) or built;
+    a cell with its own PATCHES (ns-only) is always built."""
     given = env.get(f"QEMU_{arch_name.upper()}") or (env.get("QEMU") if arch_name == "x86_64" else None)
-    if given:
+    if given and "PATCHES" not in env:
         return given
     rc, qemu = run_logged(["bash", "scripts/build-qemu.sh"], {**env, "GUEST_ARCH": arch_name}, log)
     return qemu if rc == 0 and Path(qemu).is_file() else ""
@@ -82,7 +86,8 @@ def run_cell(name: str, folder: Path, env: dict[str, str], pytest_args: list[str
     """The acceptance suite on one cell's guest; its tests from junit.xml, or one failed pseudo-test."""
     folder.mkdir(parents=True, exist_ok=True)
     cenv = {**env, **CELLS[name]}
-    qemu = cell_qemu(cenv["GUEST_ARCH"], env, folder / "qemu-build.log")
+    qemu = cell_qemu(cenv["GUEST_ARCH"], {**env, **({"PATCHES": cenv["PATCHES"]} if "PATCHES" in CELLS[name] else {})},
+                     folder / "qemu-build.log")
     if not qemu:
         return {"exit": 1, "tests": {"(qemu build)": {"outcome": "error", "seconds": 0}}}
     if cenv["GUEST"] == "cloud":

@@ -141,3 +141,32 @@ class Reply(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Bisect(unittest.TestCase):
+    def test_the_first_prefix_that_fails_is_found_with_few_runs(self) -> None:
+        from unittest import mock
+        prefixes = [review.Prefix([], Path(f"/q{k}")) for k in range(1, 6)]
+        runs: list[str] = []
+
+        def fake(cfg: object, binary: Path, guest: Path, folder: Path, tests: list[str] | None = None) -> list[Case]:
+            runs.append(binary.name)
+            bad = int(binary.name[1:]) >= 2     # from the second patch on
+            return [Case("tests.acceptance.test_x.X", "test_y", "failed" if bad else "passed", 1.0, "")]
+
+        with mock.patch.object(review, "run_suite", fake), tempfile.TemporaryDirectory() as tmp:
+            self.assertEqual(review.bisect(mock.Mock(), prefixes, ["t"], Path(tmp), Path(tmp)), 1)
+        self.assertLessEqual(len(runs), 3)
+        self.assertNotIn("q5", runs, "the whole series is known bad: not run again")
+
+    def test_a_cancel_on_a_prefix_is_not_a_failure(self) -> None:
+        from unittest import mock
+
+        def fake(cfg: object, binary: Path, guest: Path, folder: Path, tests: list[str] | None = None) -> list[Case]:
+            k = int(binary.name[1:])
+            outcome = "skipped" if k < 3 else "failed"   # the capability arrives with patch 3
+            return [Case("tests.acceptance.test_x.X", "test_y", outcome, 1.0, "QEMU lacks drive_insert")]
+
+        prefixes = [review.Prefix([], Path(f"/q{k}")) for k in range(1, 6)]
+        with mock.patch.object(review, "run_suite", fake), tempfile.TemporaryDirectory() as tmp:
+            self.assertEqual(review.bisect(mock.Mock(), prefixes, ["t"], Path(tmp), Path(tmp)), 2)
