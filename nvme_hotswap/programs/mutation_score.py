@@ -32,11 +32,14 @@ nobody chose. Steps:
                           default 1; stillborn and equivalent ones do not count); 0 = all
     MUTATION_PATCHES="0001 0003"   only these patches
     MUTATION_FRESH=1      ignore kept verdicts (judge again)
+    MUTATION_BUDGET_S=N   start no new mutant after N seconds (the patches are taken round robin,
+                          so what was judged is a random sample of each)
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -330,7 +333,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = work_copy(entry, cfg.cache_root)
     guest = str(cfg.guest_dir)
-    mutants: list[Mutant] = []
+    per_patch: list[list[Mutant]] = []
     counts: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="nvme-hotswap-mutants-") as tmp:
         for patch in sorted(ROOT.glob("patches/0*.patch")):
@@ -341,7 +344,10 @@ def main() -> int:
                          for m in generate(number, work / "src", path, lines, Path(tmp) / number)]
             counts[number] = len(generated)
             rng.shuffle(generated)
-            mutants += generated
+            per_patch.append(generated)
+    # round robin over the patches, each in its seeded random order: a run cut short by the budget
+    # (or the sample) has judged a random sample of every patch, not all of the first one
+    mutants = [m for group in itertools.zip_longest(*per_patch) for m in group if m is not None]
     print(f"mutation-score: {len(mutants)} mutants of patches {' '.join(wanted)} ({counts}); judging "
           f"{str(sample) + ' per patch' if sample else 'all'}; work tree {work}", flush=True)
     subprocess.run(["ninja", "-C", str(work / "build"), f"qemu-system-{cfg.arch.name}"], check=True,
@@ -353,9 +359,14 @@ def main() -> int:
     seen: dict[tuple[str, str], Mutant] = {}
     start = time.monotonic()
     judged: dict[str, int] = {}
+    budget = float(os.environ.get("MUTATION_BUDGET_S", "0"))
     for i, m in enumerate(mutants, 1):
         if sample and judged.get(m.patch, 0) >= sample:
             continue
+        if budget and time.monotonic() - start > budget:
+            print(f"mutation-score: the budget of {budget:g} s is spent; {i - 1} of {len(mutants)} mutants tried",
+                  flush=True)
+            break
         t0 = time.monotonic()
         if not store.recall(m):
             judge(m, work, cfg, baseline, out / f"{m.patch}-{i:04d}", guest, seen, equivalents)

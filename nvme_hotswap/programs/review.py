@@ -1,7 +1,8 @@
 """make review SERIES=...: a series from the list, tested before and after, patch by patch, to a reply.
 
 1. Read SERIES with b4 (nvme_hotswap/review/series.py): cover, version, order, Message-Ids.
-2. The base: our pinned Debian QEMU (the suite's default), or QEMU_SRC; the cover's
+2. The base: our pinned Debian QEMU (the suite's default), or QEMU_SRC, plus the patches of
+   REVIEW_BASE_PATCHES (a PATCHES folder, e.g. patches/upstream-11.1: a base as upstream 11.1); the cover's
    `base-commit:` picks a commit of QEMU_SRC when it has it; a git range's start is its base.
    A patch the base already holds (it reverse-applies there) is skipped, and the reply says so.
 3. Every prefix of the remaining patches is built (scripts/build-qemu.sh with a PATCHES folder of
@@ -164,10 +165,20 @@ def excerpt(run: Path, case: junit.Case, lines: int = 4) -> tuple[str, ...]:
     return tuple(ln for ln in log.read_text(errors="replace").splitlines() if ln.strip())[-lines:]
 
 
+def base_patches(env: dict[str, str]) -> list[Path]:
+    """The patch files the base itself is built with (REVIEW_BASE_PATCHES's series), in order."""
+    folder = env.get("PATCHES", "none")
+    if folder == "none":
+        return []
+    names = [ln.split("#", 1)[0].strip() for ln in Path(folder, "series").read_text().splitlines()]
+    return [Path(folder, n) for n in names if n]
+
+
 def base_source(cfg: RunConfig, s: Series, work: Path) -> tuple[dict[str, str], str, Path | None]:
     """The base build's environment, its description for the reply, and a git worktree to remove."""
     qemu_src = cfg.build_env().get("QEMU_SRC")
-    env = child_env(cfg, PATCHES="none")
+    base_patches = cfg.build_env().get("REVIEW_BASE_PATCHES", "")
+    env = child_env(cfg, PATCHES=base_patches or "none")
     env.pop("MUTANT", None)
     commit = ""
     if series_mod.is_range(s.source):
@@ -189,6 +200,8 @@ def base_source(cfg: RunConfig, s: Series, work: Path) -> tuple[dict[str, str], 
         return env, f"{commit} of QEMU_SRC={qemu_src}" + (f" (the cover's {s.base_hint})" if s.base_hint else ""), tree
     deb = env.get("QEMU_DEB_VERSION", "1:10.2.2+ds-1")
     what = f"HEAD of QEMU_SRC={qemu_src}" if qemu_src else f"Debian's qemu {deb} (the suite's default)"
+    if base_patches:
+        what += f" with the patches of REVIEW_BASE_PATCHES={base_patches}"
     if s.base_hint:
         what += f"; the cover's {s.base_hint} is not available here"
     return env, what, None
@@ -232,7 +245,7 @@ def review(cfg: RunConfig, s: Series, guest: Path, run: Path, work: Path, base_e
     if base_bin is None:
         print(f"review: the base does not build: {why}", file=sys.stderr)
         return 2
-    base_src = base_bin.parent.parent / "src"
+    base_src = base_bin.parent.parent / "src"   # the base's tree as built (its patches applied)
     base_caps = probe(cfg, base_bin, work / "probe-base")
     steps: list[reply.PatchStep] = []
     prefixes: list[Prefix] = []
@@ -247,7 +260,7 @@ def review(cfg: RunConfig, s: Series, guest: Path, run: Path, work: Path, base_e
             print(f"review: {s.label(p)} {p.subject}: already in the base, skipped", flush=True)
             continue
         taken.append(p)
-        folder = s.quilt(work / f"prefix-{p.number}", taken)
+        folder = s.quilt(work / f"prefix-{p.number}", taken, base_patches(base_env))
         t0 = time.monotonic()
         binary, why = build({**base_env, "PATCHES": str(folder)}, work / f"build-{p.number}.log")
         cp = checkpatch(p.mail, base_src)

@@ -56,12 +56,19 @@ class Series:
     def label(self, patch: Patch) -> str:
         return f"{patch.number}/{self.total}"
 
-    def quilt(self, folder: Path, patches: list[Patch]) -> Path:
-        """A PATCHES folder for scripts/build-qemu.sh: a `series` file naming these mails in order."""
+    def quilt(self, folder: Path, patches: list[Patch], first: list[Path] | None = None) -> Path:
+        """A PATCHES folder for scripts/build-qemu.sh: a `series` file naming these mails in order,
+        after the patch files `first` (those of the base, when it has its own)."""
         folder.mkdir(parents=True, exist_ok=True)
+        names = []
+        for n, f in enumerate(first or [], 1):
+            name = f"base-{n:02d}-{f.name}"
+            shutil.copyfile(f, folder / name)
+            names.append(name)
         for p in patches:
             shutil.copyfile(p.mail, folder / p.mail.name)
-        (folder / "series").write_text("".join(f"{p.mail.name}\n" for p in patches))
+            names.append(p.mail.name)
+        (folder / "series").write_text("".join(f"{n}\n" for n in names))
         return folder
 
 
