@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 from ..config import ROOT, ConfigError, RunConfig
+from ..guest.facts import KernelLine
 from ..report import junit, results
 from ..report.evidence import model
 from ..review import reply
@@ -115,7 +117,9 @@ def phrase(case: junit.Case | None, run: Path) -> str:
     if case is None:
         return "not run"
     if case.outcome == "skipped":
-        reason = case.message.split(" (", 1)[0] if model.SERIES_MISSING in case.message else case.message
+        reason = case.message.removeprefix("CANCEL: ")
+        if reason.startswith(model.SERIES_MISSING):   # "QEMU lacks drive_insert (...): series patch ..."
+            reason = re.split(r" \(|: ", reason, maxsplit=1)[0]
         return f"cancelled: {reason}"
     if case.outcome in ("failed", "error"):
         return f"FAILED: {case.message[:160]}"
@@ -155,6 +159,18 @@ def bisect(cfg: RunConfig, prefixes: list[Prefix], failing: list[str], guest: Pa
         else:
             lo = mid + 1
     return hi
+
+
+def first_swap(lines: tuple[KernelLine, ...]) -> tuple[str, ...]:
+    """The proof lines of a scenario's first hot-swap: up to its first recovery or rescan."""
+    out: list[str] = []
+    for line in lines:
+        if out and line.text.startswith("nvme-hotswap: mark"):
+            break
+        out.append(str(line))
+        if "device recovery successful" in line.text or "rescanning namespaces" in line.text:
+            break
+    return tuple(out)
 
 
 def excerpt(run: Path, case: junit.Case, lines: int = 4) -> tuple[str, ...]:
@@ -285,8 +301,9 @@ def review(cfg: RunConfig, s: Series, guest: Path, run: Path, work: Path, base_e
         series_cases = run_suite(cfg, series_bin, guest, work / "series")
     base_run, series_run = work / "base" / "latest", work / "series" / "latest"
     by_base = {c.full_name: c for c in base_cases}
-    rows = tuple(reply.Row(c.short_name, phrase(by_base.get(c.full_name), base_run), phrase(c, series_run))
-                 for c in series_cases or base_cases)
+    rows = tuple(reply.Row(f"{c.name} ({c.classname.rsplit('.', 1)[-1]})", phrase(by_base.get(c.full_name), base_run),
+                           phrase(c, series_run))
+                 for c in sorted(series_cases or base_cases, key=lambda c: (c.classname, c.name)))
     failed = [c for c in series_cases if c.outcome in ("failed", "error")]
     first_bad: Patch | None = None
     if failed and len(prefixes) > 1:
@@ -300,17 +317,15 @@ def review(cfg: RunConfig, s: Series, guest: Path, run: Path, work: Path, base_e
     identity = model.git_identity()
     last_caps = prefixes[-1].caps if prefixes else None
     trailer = f"Tested-by: {identity}" if series_cases and earns_trailer(series_cases, last_caps) else None
-    env_lines = [f"QEMU: {base_what} + {len(prefixes[-1].patches) if prefixes else 0} of {s.total} patches",
-                 *[item.text.replace("`", "") for item in model.build(series_run if series_cases else base_run)
-                   .environment[1:3]]]
+    env_lines = [item.text.replace("`", "") for item in model.build(series_run if series_cases else base_run)
+                 .environment[1:3]]
     bad_bin = next((pf.binary for pf in prefixes if first_bad is not None and pf.patches[-1] == first_bad), series_bin)
     reproduce = [f"make review SERIES={s.source}" + (f" QEMU_SRC={cfg.build_env()['QEMU_SRC']}"
                                                       if cfg.build_env().get("QEMU_SRC") else ""),
                  *([f"QEMU={bad_bin} GUEST_DIR={guest} make check-acceptance PYTEST_ARGS='{node_id(failed[0])}'"]
                    if failed else []),
                  f"base: {base_what}", f"guest: {guest}"]
-    r = reply.Review(s, base_what, tuple(env_lines), tuple(steps), rows,
-                     tuple(str(ln) for ln in proof.kernel_log) if proof else (),
+    r = reply.Review(s, base_what, tuple(env_lines), tuple(steps), rows, first_swap(proof.kernel_log) if proof else (),
                      tuple(f"{c.short_name}: {c.message}" for c in series_cases if c.outcome == "skipped"),
                      failures, trailer, tuple(reproduce), time.monotonic() - start)
     quoted_mail = first_bad.mail if first_bad is not None else (work / "b4" / "series.cover")

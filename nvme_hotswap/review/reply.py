@@ -70,7 +70,8 @@ def body(r: Review) -> str:
     lines += wrap("I ran the nvme-hotswap-acceptance suite (a Linux guest in the patched QEMU, checked over SSH) "
                   "on this series, on its base and after every patch.")
     lines.append("")
-    lines += wrap(f"Base: {r.base}")
+    lines += wrap(f"Base: {r.base}; tested with "
+                  f"{sum(st.status == 'applied' for st in r.steps)} of {s.total} patches applied on it.")
     for e in r.environment:
         lines += wrap(e, "  ", "    ")
     lines += ["", "Patch by patch:"]
@@ -100,7 +101,7 @@ def body(r: Review) -> str:
     if r.kernel_log:
         lines += ["", "Guest kernel log of one hot-swap with the series:"]
         for line in r.kernel_log:
-            lines += wrap(line, "  ", "    ")
+            lines += wrap(line, "  ", "                  ")
     if r.cancels:
         lines += ["", "Not run with the series (cancelled, with the reason):"]
         for c in r.cancels:
