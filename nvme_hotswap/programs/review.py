@@ -173,12 +173,16 @@ def first_swap(lines: tuple[KernelLine, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def excerpt(run: Path, case: junit.Case, lines: int = 4) -> tuple[str, ...]:
+def excerpt(run: Path, case: junit.Case, lines: int = 6) -> tuple[str, ...]:
+    """The guest kernel log after the failing test's last mark (what its last step made the guest
+    say), at most `lines` of it; nothing when the guest said nothing."""
     folder = model.test_dir(run, case.full_name)
     log = folder / "guest-dmesg.log" if folder else None
     if log is None or not log.is_file():
         return ()
-    return tuple(ln for ln in log.read_text(errors="replace").splitlines() if ln.strip())[-lines:]
+    text = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    marks = [i for i, ln in enumerate(text) if "nvme-hotswap: mark" in ln]
+    return tuple(text[marks[-1] + 1:][:lines]) if marks else ()
 
 
 def base_patches(env: dict[str, str]) -> list[Path]:
@@ -322,11 +326,13 @@ def review(cfg: RunConfig, s: Series, guest: Path, run: Path, work: Path, base_e
     bad_bin = next((pf.binary for pf in prefixes if first_bad is not None and pf.patches[-1] == first_bad), series_bin)
     reproduce = [f"make review SERIES={s.source}" + (f" QEMU_SRC={cfg.build_env()['QEMU_SRC']}"
                                                       if cfg.build_env().get("QEMU_SRC") else ""),
-                 *([f"QEMU={bad_bin} GUEST_DIR={guest} make check-acceptance PYTEST_ARGS='{node_id(failed[0])}'"]
+                 *([f"QEMU={bad_bin} GUEST_DIR={guest} make check-acceptance "
+                    f"PYTEST_ARGS=\"-k '{failed[0].classname.rsplit('.', 1)[-1]} and {failed[0].name}'\""]
                    if failed else []),
                  f"base: {base_what}", f"guest: {guest}"]
     r = reply.Review(s, base_what, tuple(env_lines), tuple(steps), rows, first_swap(proof.kernel_log) if proof else (),
-                     tuple(f"{c.short_name}: {c.message}" for c in series_cases if c.outcome == "skipped"),
+                     tuple(f"{c.short_name}: {c.message.removeprefix('CANCEL: ')}" for c in series_cases
+                           if c.outcome == "skipped"),
                      failures, trailer, tuple(reproduce), time.monotonic() - start)
     quoted_mail = first_bad.mail if first_bad is not None else (work / "b4" / "series.cover")
     quoted = series_mod.quoted_text(quoted_mail if quoted_mail.exists() else s.patches[0].mail)

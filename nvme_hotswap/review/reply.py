@@ -63,6 +63,20 @@ def wrap(text: str, indent: str = "", later: str | None = None) -> list[str]:
     return out or [indent.rstrip()]
 
 
+def command(text: str, indent: str = "  ") -> list[str]:
+    """A shell command in lines of at most WIDTH, continued with backslashes; a word longer than a
+    line (a path) stays whole, so the command still pastes."""
+    lines: list[str] = []
+    current = indent
+    for word in text.split(" "):
+        if current.strip() and len(current) + 1 + len(word) + 2 > WIDTH:
+            lines.append(current + " \\")
+            current = indent + "    " + word
+        else:
+            current = (current + " " + word) if current.strip() else current + word
+    return lines + [current]
+
+
 def body(r: Review) -> str:
     s = r.series
     lines: list[str] = []
@@ -87,7 +101,7 @@ def body(r: Review) -> str:
         for f in r.failures:
             where = f"from {s.label(f.first_bad)} on" if f.first_bad else "(not bisected)"
             lines += wrap(f"Found a problem: {f.test} fails {where}:", "", "  ")
-            lines += wrap(f.message, "  ", "  ")
+            lines += wrap(f.message[:400], "  ", "  ")
             for line in f.log_excerpt:
                 lines += wrap(line, "    ", "      ")
         for st in r.steps:
@@ -109,7 +123,7 @@ def body(r: Review) -> str:
     if problem:
         lines += ["", "To reproduce:"]
         for c in r.reproduce:
-            lines += wrap(c, "  ", "    ")
+            lines += command(c) if c.startswith(("make ", "QEMU=")) else wrap(c, "  ", "    ")
     lines += ["", f"(review took {r.seconds / 60:.1f} minutes)"]
     if r.tested_by and not problem:
         lines += ["", r.tested_by]
