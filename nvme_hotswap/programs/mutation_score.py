@@ -184,6 +184,15 @@ class VerdictStore:
         tmp.replace(self.path)
 
 
+def apply_equivalents(mutants: list[Mutant], equivalents: dict[tuple[str, str, str], str]) -> None:
+    """Survivors judged equivalent by reading them leave the score, with the reason; applied when the
+    report is made (a kept verdict stays "survived"), so a line added to the list takes effect at once."""
+    for m in mutants:
+        why = equivalents.get((m.path, m.original, m.changed))
+        if m.verdict == "survived" and why is not None:
+            m.verdict, m.by = "equivalent", f"judged by reading it (patches/mutation-equivalent.txt): {why}"
+
+
 def wilson(killed: int, judged: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson interval of a kill rate measured on a sample."""
     if not judged:
@@ -233,7 +242,7 @@ def run_qtests(build: Path, binary: str, names: tuple[str, ...], folder: Path) -
 
 
 def judge(m: Mutant, work: Path, cfg: RunConfig, baseline: dict[str, str], folder: Path, guest: str,
-          seen: dict[tuple[str, str], Mutant], equivalents: dict[tuple[str, str, str], str]) -> None:
+          seen: dict[tuple[str, str], Mutant]) -> None:
     """Build `m` in the work tree and give it its verdict; `seen`: (file, object sha) -> the first
     mutant with that object code (duplicates take its verdict)."""
     src, build = work / "src", work / "build"
@@ -277,8 +286,6 @@ def judge(m: Mutant, work: Path, cfg: RunConfig, baseline: dict[str, str], folde
         ran = [c for c in junit.read(junit_xml) if c.outcome != "skipped"]
         if bad:
             m.verdict, m.by = "killed", f"{bad[0].short_name}: {bad[0].message[:140]}"
-        elif (why := equivalents.get((m.path, m.original, m.changed))) is not None:
-            m.verdict, m.by = "equivalent", f"judged by reading it (patches/mutation-equivalent.txt): {why}"
         else:
             m.verdict, m.by = "survived", f"{len(ran)} tests and {len(qtests)} qtests passed"
     finally:
@@ -355,7 +362,6 @@ def main() -> int:
     baseline = {m.path: sha(o) for m in mutants if (o := object_of(work / "build", m.path)) is not None}
     store = VerdictStore(cfg.cache_root / "mutation-verdicts.json", suite_key(entry.name, guest),
                          fresh=os.environ.get("MUTATION_FRESH") == "1")
-    equivalents = read_equivalents()
     seen: dict[tuple[str, str], Mutant] = {}
     start = time.monotonic()
     judged: dict[str, int] = {}
@@ -369,7 +375,7 @@ def main() -> int:
             break
         t0 = time.monotonic()
         if not store.recall(m):
-            judge(m, work, cfg, baseline, out / f"{m.patch}-{i:04d}", guest, seen, equivalents)
+            judge(m, work, cfg, baseline, out / f"{m.patch}-{i:04d}", guest, seen)
             store.keep(m)
         if m.obj and m.verdict in (*JUDGED, "equivalent"):
             seen.setdefault((m.path, m.obj), m)
@@ -379,6 +385,7 @@ def main() -> int:
     subprocess.run(["ninja", "-C", str(work / "build"), f"qemu-system-{cfg.arch.name}"], check=False,
                    stdout=subprocess.DEVNULL, timeout=BUILD_BOUND_S)   # leave the work tree built as the series
     tried = [m for m in mutants if m.verdict]
+    apply_equivalents(tried, read_equivalents())
     (run / "mutation-score.json").write_text(json.dumps({"generated": counts, "sample_per_patch": sample, "mutants": [
         dataclasses.asdict(m) | {"text": None} for m in tried]}, indent=2) + "\n")
     md = table(tried, counts)

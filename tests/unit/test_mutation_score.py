@@ -65,6 +65,16 @@ class Equivalents(unittest.TestCase):
     def test_the_projects_list_parses(self) -> None:
         ms.read_equivalents()
 
+    def test_a_listed_survivor_leaves_the_score_with_its_reason_a_listed_kill_stays_a_kill(self) -> None:
+        eq = {("hw/nvme/ctrl.c", "if (a) {", "if (!a) {"): "cold plug only"}
+        survivor = ms.Mutant("0001", "hw/nvme/ctrl.c", 5, "if (a) {", "if (!a) {", "", "survived", "14 tests passed")
+        killed = ms.Mutant("0001", "hw/nvme/ctrl.c", 5, "if (a) {", "if (!a) {", "x", "killed", "qtest")
+        other = ms.Mutant("0001", "hw/nvme/ctrl.c", 6, "b();", "", "y", "survived", "14 tests passed")
+        ms.apply_equivalents([survivor, killed, other], eq)
+        self.assertEqual((survivor.verdict, killed.verdict, other.verdict), ("equivalent", "killed", "survived"))
+        self.assertIn("cold plug only", survivor.by)
+        self.assertIn("Equivalent by reading", ms.table([survivor, killed, other], {"0001": 3}))
+
 
 class Store(unittest.TestCase):
     def test_verdicts_survive_a_new_run_under_the_same_key_only_and_timeouts_are_never_kept(self) -> None:
