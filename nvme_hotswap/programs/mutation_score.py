@@ -122,9 +122,7 @@ def generate(patch: str, src: Path, path: str, lines: list[int], scratch: Path) 
         diff = [i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b]
         if not diff:
             continue
-        i = diff[0]
-        mutants.append(Mutant(patch, path, i + 1, before[i].strip(), after[i].strip() if i < len(after) else "",
-                              text))
+        mutants.append(describe(patch, path, before, after, diff[0], text))
     return mutants
 
 
@@ -201,6 +199,17 @@ def wilson(killed: int, judged: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * judged)) / (1 + z * z / judged)
     half = z * math.sqrt(p * (1 - p) / judged + z * z / (4 * judged * judged)) / (1 + z * z / judged)
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def describe(patch: str, path: str, before: list[str], after: list[str], i: int, text: str) -> Mutant:
+    """The mutant as its one change: a line changed, a line inserted (universalmutator inserts
+    `break;`/`continue;` lines: named by the line they follow, with its number, since "after `}`"
+    alone would match many places) or a line deleted."""
+    if len(after) == len(before) + 1:
+        return Mutant(patch, path, i, f"after line {i}: {before[i - 1].strip()}", f"insert: {after[i].strip()}", text)
+    if len(after) == len(before) - 1:
+        return Mutant(patch, path, i + 1, before[i].strip(), "(line deleted)", text)
+    return Mutant(patch, path, i + 1, before[i].strip(), after[i].strip() if i < len(after) else "", text)
 
 
 def object_of(build: Path, path: str) -> Path | None:

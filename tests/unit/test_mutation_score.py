@@ -121,3 +121,18 @@ class HandWrittenMutants(unittest.TestCase):
                     line += 1
             with self.subTest(mutant=diff.stem):
                 self.assertEqual(outside, [], f"{diff.stem} changes {path} lines the series does not add")
+
+
+class Describe(unittest.TestCase):
+    def test_an_inserted_line_is_named_by_the_line_it_follows(self) -> None:
+        before = ["for (;;) {", "    if (a) {", "        f();", "    }", "}"]
+        after = before[:4] + ["    continue;"] + before[4:]
+        m = ms.describe("0001", "x.c", before, after, 4, "")
+        self.assertEqual((m.line, m.original, m.changed), (4, "after line 4: }", "insert: continue;"))
+
+    def test_a_changed_and_a_deleted_line(self) -> None:
+        before = ["a();", "b();", "c();"]
+        m = ms.describe("0001", "x.c", before, ["a();", "x();", "c();"], 1, "")
+        self.assertEqual((m.line, m.original, m.changed), (2, "b();", "x();"))
+        m = ms.describe("0001", "x.c", before, ["a();", "c();"], 1, "")
+        self.assertEqual((m.line, m.original, m.changed), (2, "b();", "(line deleted)"))
