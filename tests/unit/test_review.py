@@ -170,3 +170,26 @@ class Bisect(unittest.TestCase):
         prefixes = [review.Prefix([], Path(f"/q{k}")) for k in range(1, 6)]
         with mock.patch.object(review, "run_suite", fake), tempfile.TemporaryDirectory() as tmp:
             self.assertEqual(review.bisect(mock.Mock(), prefixes, ["t"], Path(tmp), Path(tmp)), 2)
+
+
+class InBase(unittest.TestCase):
+    def test_a_patch_the_base_holds_reverse_applies_one_it_lacks_does_not(self) -> None:
+        import subprocess
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = Path(tmp, "base")
+            repo.mkdir()
+            (repo / "f.c").write_text("int a;\n")
+
+            def git(*args: str) -> str:
+                return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@x", *args],
+                                      check=True, capture_output=True, text=True).stdout
+            git("init", "-q")
+            git("add", "-A")
+            git("commit", "-qm", "base")
+            (repo / "f.c").write_text("int a;\nint b;\n")
+            git("commit", "-qam", "add b")
+            mail = Path(tmp, "0001.patch")
+            mail.write_text(git("format-patch", "-1", "--stdout"))
+            self.assertTrue(review.in_base(mail, repo), "the tree has the patch: it must be skipped")
+            git("reset", "-q", "--hard", "HEAD~1")
+            self.assertFalse(review.in_base(mail, repo), "the tree lacks the patch: it must be applied")
