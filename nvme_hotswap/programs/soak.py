@@ -12,10 +12,10 @@ through the same Rig verbs as the tests:
              the block reads back (O_DIRECT) with the same sha256.
 
 After every cycle: the guest's names (PCI address -> controller, disks) equal those at boot, no
-kernel trouble (BUG/WARNING/Oops) since boot, and QEMU's RSS, open fds and block nodes are sampled.
-Bounds, checked at the end: after a warm-up of WARMUP cycles, open fds and block nodes never exceed
-the warm-up level, and
-RSS grows by at most RSS_BOUND_MIB over the remaining cycles. Exit 0 when every cycle passed and the
+kernel trouble (BUG/WARNING/Oops) since boot, and QEMU's RSS (split into guest RAM, TCG code and
+QEMU's own), open fds and block nodes are sampled. Bounds, checked at the end: after a warm-up of
+WARMUP cycles, open fds and block nodes never exceed the warm-up level, and QEMU's own RSS grows by
+at most RSS_BOUND_MIB over the remaining cycles. Exit 0 when every cycle passed and the
 bounds hold; 1 otherwise, naming the cycle and what broke; 2 if QEMU lacks the series.
 Figures: printed, and written to results/<run>/soak.json.
 
