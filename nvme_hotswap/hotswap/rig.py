@@ -1,7 +1,8 @@
 """The hot-swap layer: a booted guest on its topology, and every hot-swap step with its wait.
 
 Tests, soak, fuzz and bench all act through a Rig, so a step (plug, unplug, namespace swap, pull,
-reinsert, AER reset, controller replacement) exists once. Devices are named by the topology
+reinsert, AER reset, controller replacement) exists once; MonitorSteps is its monitor half alone
+(what QEMU is told), which the guestless soak drives. Devices are named by the topology
 (QEMU ids) and by what the guest called them at boot (looked up by PCI address: the guest
 numbers controllers in probe order, which is not always PCI order). Steps raise WaitTimeout
 (an AssertionError) naming what they waited for; what a test concludes stays in the test.

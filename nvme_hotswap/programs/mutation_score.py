@@ -16,7 +16,8 @@ nobody chose. Steps:
 4. Judge: the patch's qtests first (seconds; scripts/check-series.sh with QTESTS=), then the
    acceptance tests tagged for the patch, -x.
    Killed: a qtest or a test failed or errored (QEMU crashing included). A run that hits the bound
-   is a timeout, reported on its own and NOT counted as a kill (a hang is not a verdict).
+   (or a qtest that check-series.sh's timeout ended: exit 124) is a timeout, reported on its own and
+   NOT counted as a kill (a hang is not a verdict).
    Duplicate: a mutant whose object file is byte-identical to an earlier mutant's is that mutant
    again (the same machine code): it gets the earlier one's verdict and counts once.
    A survivor listed in patches/mutation-equivalent.txt (path, original line, changed line, why)
@@ -278,6 +279,9 @@ def judge(m: Mutant, work: Path, cfg: RunConfig, baseline: dict[str, str], folde
             return
         binary = str(build / target)
         failed = run_qtests(build, binary, qtests, folder)
+        if failed and "exit 124" in failed:   # timeout(1) ended a hung qtest: a hang is not a verdict
+            m.verdict, m.by = "timeout", failed
+            return
         if failed:
             m.verdict, m.by = "killed", failed
             return

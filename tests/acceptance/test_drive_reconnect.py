@@ -118,7 +118,7 @@ class DriveReconnect(HotswapTest):
         and werror=enospc (the default) differ, so each error shows which policy is in force."""
         self.vdisk = self.artifacts / "disks" / "virtio.img"   # made before boot: no rig yet
         create_image(self.vdisk, 64 << 20, label_of("virtio"))
-        return ["-drive", drive_option("vdrv", self.vdisk) + ",rerror=stop",
+        return ["-drive", drive_option("vdrv", self.vdisk) + ",rerror=stop,cache=unsafe",
                 "-device", "virtio-blk-pci,id=vblk,drive=vdrv"]
 
     def reconnect_virtio_with_errors(self, *errors: tuple[str, int]) -> None:
@@ -136,6 +136,25 @@ class DriveReconnect(HotswapTest):
         self.guest.spawn(f"sh -c 'sleep 1; exec dd {dd} bs=4096 count=1'")
         data: dict[str, object] = self.vm.event_wait("BLOCK_IO_ERROR", 30)["data"]
         return data
+
+    def virtio_cache(self) -> dict[str, bool]:
+        """query-block's cache mode of the virtio disk's drive."""
+        inserted = next(b for b in self.vm.qmp("query-block")
+                        if b.get("qdev") == "/machine/peripheral/vblk/virtio-backend").get("inserted")
+        self.assertIsNotNone(inserted, "the virtio disk has no medium")
+        return dict(inserted["cache"])
+
+    def test_cache_mode_kept(self) -> None:
+        """drive_insert opens the file with the open flags drive_del left behind: the virtio disk's
+        cache=unsafe (no-flush) is back after the reinsertion, not the default cache mode.
+
+        :avocado: tags=needs:drive_insert
+        """
+        booted = self.virtio_cache()
+        self.assertEqual(booted, {"writeback": True, "direct": False, "no-flush": True})
+        self.vm.drive_del("vdrv")
+        self.vm.drive_insert("/machine/peripheral/vblk/virtio-backend", self.vdisk)
+        self.assertEqual(self.virtio_cache(), booted, "the reinserted image lost the drive's cache mode")
 
     def test_read_and_write_policies_restored(self) -> None:
         """A read error stops the VM (rerror=stop), a write error is reported (werror=enospc, the

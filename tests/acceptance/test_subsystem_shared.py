@@ -5,6 +5,7 @@ import json
 
 from nvme_hotswap.guest import klog
 from nvme_hotswap.guest.facts import NamespaceInfo
+from nvme_hotswap.hotswap.rig import UNPLUG_TIMEOUT_S
 from nvme_hotswap.testcase import HotswapTest
 from nvme_hotswap.vm.topology import label_of
 from nvme_hotswap.wait import wait_until
@@ -119,6 +120,32 @@ class SharedSubsystem(HotswapTest):
         self.assertIsNone(self.guest.namespace(self.rig.ctrl_name(A), 2))
         self.rig.unplug_namespace(hot)
         self.rig.wait_for_namespace_gone(B, 2)
+        self.vm.drive_del(hot.drive_id)
+
+    def test_plug_after_a_port_is_gone(self) -> None:
+        """A dual-ported drive that lost a port: with the subsystem's first controller unplugged, a
+        namespace plugged into the subsystem reaches the controller that remains (the empty slot
+        before it in the subsystem must not end the attach).
+
+        :avocado: tags=needs:nvme_ns_hotplug
+        """
+        cntlid = {i: json.loads(self.guest.check(f"nvme id-ctrl /dev/{self.rig.ctrl_name(i)} -o json"))["cntlid"]
+                  for i in (A, B)}
+        gone, kept = sorted((A, B), key=cntlid.__getitem__)
+        port = self.rig.ctrl(gone)
+        self.vm.device_del(port.dev_id, UNPLUG_TIMEOUT_S)
+        wait_until(lambda: True if port.pci_address not in self.guest.nvme_names() else None, 30,
+                   f"the guest to drop the controller at {port.pci_address}")
+        image = self.rig.new_disk("after-port-loss", size_mib=16)
+        hot = self.rig.ctrl(kept).hot_namespace(nsid=2, image=image)
+        mark = self.guest.klog_mark()
+        self.rig.plug_namespace(hot, image)
+        info = self.rig.wait_for_namespace(kept, 2)
+        self.assertEqual(self.guest.read_head(info.block, len(label_of("after-port-loss"))),
+                         label_of("after-port-loss"))
+        self.rig.wait_for_klog(mark, klog.NS_RESCAN, ctrl=self.rig.ctrl_name(kept))
+        self.rig.unplug_namespace(hot)
+        self.rig.wait_for_namespace_gone(kept, 2)
         self.vm.drive_del(hot.drive_id)
 
     def test_namespace_swap(self) -> None:
