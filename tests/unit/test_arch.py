@@ -42,9 +42,16 @@ class ArchTags(unittest.TestCase):
 class NightlyCells(unittest.TestCase):
     def test_default_cells_cover_both_kernels_arm64_and_cloud(self) -> None:
         cells = nightly.DEFAULT_CELLS.split()
-        self.assertEqual(cells, ["bookworm-cloud", "bookworm", "trixie", "aarch64", "cloud"])
+        self.assertEqual(cells, ["bookworm-cloud", "bookworm", "trixie", "aarch64", "cloud", "ns-only"])
         self.assertEqual({nightly.CELLS[c]["GUEST_ARCH"] for c in cells}, {"x86_64", "aarch64"})
         self.assertEqual({nightly.CELLS[c]["GUEST_KERNEL"] for c in cells}, {"bookworm-cloud", "bookworm", "trixie"})
+
+    def test_the_ns_only_cell_builds_patch_0001_alone(self) -> None:
+        from pathlib import Path
+        series = Path(nightly.CELLS["ns-only"]["PATCHES"], "series")
+        listed = [ln.strip() for ln in series.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        self.assertEqual([Path(p).name for p in listed], ["0001-hw-nvme-add-namespace-hotplug-support.patch"])
+        self.assertTrue(all((series.parent / p).is_file() for p in listed))
 
     def test_cell_qemu_prefers_the_given_binary_per_arch(self) -> None:
         env = {"QEMU": "/x86/qemu", "QEMU_AARCH64": "/arm/qemu"}
