@@ -6,10 +6,12 @@
              devices booted (topology), what the QEMU can do (capabilities)
   guest/     talking to the guest: SSH (ssh), parsers of what it prints (facts), kernel-log patterns
              (klog), the run's SSH key (sshkey), the cloud-style guest's seed and disk (cloud)
-  hotswap/   the hot-swap layer: the boot to SSH (boot) and every hot-swap step with its wait (rig)
+  hotswap/   the hot-swap layer: the boot to SSH (boot) and every hot-swap step with its wait (rig;
+             its monitor half alone: MonitorSteps)
   report/    what a run leaves: results folders (results), environment.json (environment), junit.xml
              reading (junit), TAP (tap), EVIDENCE.md/.html (evidence)
+  review/    a posted series: read with b4 (series), the reply to the list (reply)
   testcase.py  HotswapTest, the base class of tests/acceptance: lifecycle, cancels, assertions
-  programs/  make soak, fuzz, bench, nightly, check-mutants, mutation-score and boot variants, and
+  programs/  make soak, fuzz, bench, nightly, review, check-mutants, mutation-score and boot variants, and
              their process helper (proc); the library never imports them
 """
