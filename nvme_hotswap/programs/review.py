@@ -144,7 +144,7 @@ def earns_trailer(cases: list[junit.Case], caps: Capabilities | None) -> bool:
                if c.outcome == "skipped" and model.SERIES_MISSING in c.message)
 
 
-def bisect(cfg: RunConfig, prefixes: list[Prefix], failing: list[str], guest: Path, work: Path) -> int | None:
+def bisect(cfg: RunConfig, prefixes: list[Prefix], failing: list[str], guest: Path, work: Path) -> int:
     """Index into `prefixes` of the first whose build fails one of `failing` (the last is known bad)."""
     lo, hi = 0, len(prefixes) - 1
     while lo < hi:
@@ -186,12 +186,14 @@ def excerpt(run: Path, case: junit.Case, lines: int = 6) -> tuple[str, ...]:
 
 
 def base_patches(env: dict[str, str]) -> list[Path]:
-    """The patch files the base itself is built with (REVIEW_BASE_PATCHES's series), in order."""
+    """The patch files the base itself is built with (REVIEW_BASE_PATCHES's series), in order, read
+    by scripts/lib.sh's series_patches: the series format has one reader."""
     folder = env.get("PATCHES", "none")
     if folder == "none":
         return []
-    names = [ln.split("#", 1)[0].strip() for ln in Path(folder, "series").read_text().splitlines()]
-    return [Path(folder, n) for n in names if n]
+    proc = subprocess.run(["bash", "-c", f'. "{ROOT}/scripts/lib.sh" && series_patches "$1"', "_", folder],
+                          capture_output=True, text=True, check=True)
+    return [Path(p) for p in proc.stdout.splitlines() if p]
 
 
 def base_source(cfg: RunConfig, s: Series, work: Path) -> tuple[dict[str, str], str, Path | None]:
@@ -311,8 +313,7 @@ def review(cfg: RunConfig, s: Series, guest: Path, run: Path, work: Path, base_e
     failed = [c for c in series_cases if c.outcome in ("failed", "error")]
     first_bad: Patch | None = None
     if failed and len(prefixes) > 1:
-        index = bisect(cfg, prefixes, [node_id(c) for c in failed], guest, work)
-        first_bad = prefixes[index].patches[-1] if index is not None else None
+        first_bad = prefixes[bisect(cfg, prefixes, [node_id(c) for c in failed], guest, work)].patches[-1]
     elif failed and prefixes:
         first_bad = prefixes[0].patches[-1]
     failures = tuple(reply.Failure(c.short_name, c.message, first_bad, excerpt(series_run, c)) for c in failed)

@@ -193,3 +193,13 @@ class InBase(unittest.TestCase):
             self.assertTrue(review.in_base(mail, repo), "the tree has the patch: it must be skipped")
             git("reset", "-q", "--hard", "HEAD~1")
             self.assertFalse(review.in_base(mail, repo), "the tree lacks the patch: it must be applied")
+
+
+class BasePatches(unittest.TestCase):
+    def test_the_base_patches_come_from_the_series_file_in_order(self) -> None:
+        self.assertEqual(review.base_patches({"PATCHES": "none"}), [])
+        got = review.base_patches({"PATCHES": str(ROOT / "patches" / "upstream-11.1")})
+        self.assertEqual([p.name for p in got], ["0001-hw-nvme-add-namespace-hotplug-support.patch"])
+        self.assertEqual([p.name for p in review.base_patches({"PATCHES": str(ROOT / "patches")})][:2],
+                         ["0001-hw-nvme-add-namespace-hotplug-support.patch",
+                          "0002-block-add-x-blockdev-reconnect-QMP-command.patch"])
