@@ -85,6 +85,7 @@ check-series: venv ## checkpatch and QEMU's nvme and HMP qtests on the patched b
 check-acceptance: venv ## build what is missing, run tests/acceptance, write the evidence report
 	@set -o pipefail; qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && \
 	echo "QEMU under test: $$qemu" && echo "guest: $$guest" && \
+	QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.preflight && \
 	run=$$($(PY) -m nvme_hotswap.report.results) && export NVME_HOTSWAP_RUN_DIR="$$run" && { \
 	rc=0; QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m pytest $(XDIST) tests/acceptance $(PYTEST_ARGS) || rc=$$?; \
 	$(PY) -m nvme_hotswap.report.evidence "$$run" || { [ $$rc -ne 0 ] || rc=1; }; exit $$rc; }

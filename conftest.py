@@ -1,6 +1,9 @@
 """pytest glue for the Avocado-style suite.
 
-- `:avocado: tags=` docstring tags become markers (select with `-m nvme`, `-m needs_drive_insert`).
+- `:avocado: tags=` docstring tags become markers (select with `-m nvme`, `-m needs_drive_insert`),
+  registered before collection, so a typo in `-m` gets pytest's own message on xdist too.
+- A run that includes tests/acceptance starts with the preflight (nvme_hotswap/preflight.py): a wrong
+  QEMU, guest, results folder or ACCEL stops it at once with one message and exit status 2.
 - avocado's `self.cancel(reason)` becomes a pytest skip with that reason.
 - Every run writes results/<UTC timestamp>/ (JUnit XML and TAP there by default) and results/latest.
 - SIGTERM ends the run like Ctrl-C, so every test's teardown ends its QEMU by PID; any QEMU
@@ -16,15 +19,26 @@ import pluggy
 import pytest
 from avocado.core.exceptions import TestCancel
 
-from nvme_hotswap import tags
+from nvme_hotswap import preflight, tags
+from nvme_hotswap.config import ROOT, ConfigError
 from nvme_hotswap.programs.proc import sigterm_as_interrupt
 from nvme_hotswap.report import results, tap
 from nvme_hotswap.vm import machine
 
+ACCEPTANCE = ROOT / "tests" / "acceptance"
+
 
 def pytest_configure(config: pytest.Config) -> None:
     sigterm_as_interrupt(signal.SIGHUP)
+    for path in sorted((ROOT / "tests").rglob("*.py")):   # every test file's tags, before collection
+        for tag in tags.from_docstring(path.read_text()):
+            config.addinivalue_line("markers", f"{tags.marker_name(tag)}: avocado tag {tag}")
     if getattr(config, "workerinput", None) is None and not config.option.collectonly:
+        if _runs_acceptance(config):
+            try:
+                preflight.require()
+            except ConfigError as exc:
+                pytest.exit(f"preflight: {exc}", returncode=2)
         run = results.run_dir()
         if not config.option.xmlpath:
             config.option.xmlpath = str(run / "junit.xml")
@@ -34,6 +48,26 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(tap.TapWriter(run / "results.tap"), "nvme_hotswap_tap")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Check `-m` here, before xdist starts its workers: they check it during their collection, where
+    pytest's UsageError becomes an INTERNALERROR traceback. The check is pytest's own (pinned 9.2.0)."""
+    config = session.config
+    if config.option.markexpr and getattr(config, "workerinput", None) is None:
+        from _pytest.mark import _parse_expression, _validate_marker_names
+        _validate_marker_names(_parse_expression(config.option.markexpr, "Wrong expression passed to '-m'"), config)
+
+
+def _runs_acceptance(config: pytest.Config) -> bool:
+    """Whether the paths asked for (or testpaths) include tests/acceptance or a test in it."""
+    asked = config.args or config.getini("testpaths")
+    for arg in asked:
+        path = (config.invocation_params.dir / str(arg).split("::", 1)[0]).resolve()
+        if path == ACCEPTANCE or ACCEPTANCE in path.parents or path in ACCEPTANCE.parents:
+            return True
+    return False
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         cls = getattr(item, "cls", None)
@@ -41,7 +75,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         for tag in tags.of_test(cls, item.name):
             name = tags.marker_name(tag)
-            config.addinivalue_line("markers", f"{name}: avocado tag {tag}")
             item.add_marker(getattr(pytest.mark, name))
             item.add_marker(pytest.mark.avocado_tag(tag))
 

@@ -46,12 +46,12 @@ FSTAB='LABEL=cloudroot / ext4 errors=remount-ro 0 1
 
 key=$( { printf '%s\n' "${PACKAGES[@]}" "size=$IMAGE_SIZE" "recipe=$RECIPE"; printf '%s' "$NETWORK$CLOUD_CFG$FSTAB"; } | sha256_of_stdin)
 out="$CACHE_ROOT/cloud/$key"
-if [ -f "$out/DONE" ]; then log "cached cloud image $key"; echo "$out"; exit 0; fi
+if cache_intact "$out"; then log "cached cloud image $key"; echo "$out"; exit 0; fi
 
 mkdir -p "$CACHE_ROOT/cloud"
 exec 9>"$CACHE_ROOT/cloud/.lock"
 flock 9
-if [ -f "$out/DONE" ]; then log "cached cloud image $key (built concurrently)"; echo "$out"; exit 0; fi
+if cache_intact "$out"; then log "cached cloud image $key (built concurrently)"; echo "$out"; exit 0; fi
 for t in mmdebstrap mke2fs python3; do
   command -v $t >/dev/null || die "$t is needed on the host (scripts/install-host-deps.sh)"
 done
@@ -61,6 +61,7 @@ uri=$(debian_archive_uri)
 
 work=$(mktemp -d "$CACHE_ROOT/cloud/.work.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+cache_on_interrupt "$work"
 root="$work/rootfs"
 stage="$work/out"
 mkdir -p "$stage"
@@ -120,6 +121,7 @@ json.dump({
 }, open(path, 'w'), indent=2)
 EOF
 
+cache_seal "$stage"
 rm -rf "$out"
 mv "$stage" "$out"
 date -u +%FT%TZ > "$out/DONE"

@@ -103,7 +103,7 @@ key_extra=(); [ "$GUEST_KERNEL" = bookworm ] || key_extra=("kernel=$GUEST_KERNEL
 RECIPE=1
 key=$( { printf '%s\n' "${PACKAGES[@]}" "${MODULES[@]}" "compress=$COMPRESS" "${key_extra[@]}" "recipe=$RECIPE"; cat "${EMBEDDED[@]}"; } | sha256_of_stdin)
 out="$CACHE_ROOT/guest/$key"
-if [ -f "$out/DONE" ]; then
+if cache_intact "$out"; then
   log "cached guest $key ($GUEST_ARCH, kernel $KERNEL_ABI, $COMPRESS)"
   echo "$out"
   exit 0
@@ -112,7 +112,7 @@ fi
 mkdir -p "$CACHE_ROOT/guest"
 exec 9>"$CACHE_ROOT/guest/.lock"
 flock 9   # a concurrent build of the same guest finishes first; then it is found below
-if [ -f "$out/DONE" ]; then log "cached guest $key (built concurrently)"; echo "$out"; exit 0; fi
+if cache_intact "$out"; then log "cached guest $key (built concurrently)"; echo "$out"; exit 0; fi
 
 for t in cpio gzip xz flock python3 readelf; do command -v $t >/dev/null || die "$t is needed on the host (scripts/install-host-deps.sh)"; done
 [ "$COMPRESS" != zstd ] || command -v zstd >/dev/null || die "zstd is needed for GUEST_COMPRESS=zstd"
@@ -162,6 +162,7 @@ fetch "$DEB_ARCH" "$SUITE" "${PACKAGES[@]:1}"
 # --- unpack --------------------------------------------------------------------------------------
 work=$(mktemp -d "$CACHE_ROOT/guest/.work.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+cache_on_interrupt "$work"
 pkg="$work/pkg"     # all packages unpacked, the guest's architecture
 tools="$pkg"        # the same userland for the host's architecture: what this script runs
 rootfs="$work/rootfs"  # what goes into the initramfs
@@ -325,6 +326,7 @@ json.dump({
 }, open(path, 'w'), indent=2)
 EOF
 
+cache_seal "$stage"
 rm -rf "$out"
 mv "$stage" "$out"
 date -u +%FT%TZ > "$out/DONE"

@@ -18,7 +18,7 @@ from typing import Any
 
 import avocado
 
-from . import arch, config, tags
+from . import arch, config, preflight, tags
 from .guest import klog
 from .guest.ssh import Guest
 from .hotswap.rig import Names, Rig
@@ -94,6 +94,7 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
 
     def _set_up(self) -> None:
         self.cfg = config.current()
+        preflight.require(self.cfg)   # once per process; under pytest conftest.py has run it already
         self.artifacts = (Path(self.logdir) if self._under_avocado_runner else
                           results.test_dir(f"{type(self).__module__}.{type(self).__name__}.{self._testMethodName}"))
         self._log_handler = logging.FileHandler(self.artifacts / "test.log")

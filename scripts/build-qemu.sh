@@ -68,7 +68,7 @@ out="$CACHE_ROOT/qemu/$key"
 mkdir -p "$CACHE_ROOT/qemu"
 exec 9>"$out.lock"
 flock -n 9 || { log "another build of $key is running; waiting for it"; flock 9; }
-if [ -x "$out/build/$binary_name" ] && [ -f "$out/DONE" ]; then
+if cache_intact "$out"; then
   log "cached build $key ($source_id, ${#patch_files[@]} patches${MUTANT:+, mutant $MUTANT})"
   echo "$out/build/$binary_name"
   exit 0
@@ -87,6 +87,7 @@ fi
 # --- unpack --------------------------------------------------------------------------------------
 start=$(date +%s)
 rm -rf "$out"; mkdir -p "$out"
+cache_on_interrupt "$out"
 if [ -n "${QEMU_SRC:-}" ]; then
   log "copying $QEMU_SRC (HEAD plus uncommitted changes) to $out/src; your tree is not modified"
   mkdir -p "$out/src"
@@ -147,6 +148,7 @@ log "configure ${CONFIGURE_FLAGS[*]} (log: $out/build.log)"
 log "ninja $binary_name"
 ninja -C "$out/build" "$binary_name" >>"$out/build.log" 2>&1 || { tail -40 "$out/build.log" >&2; die "build failed; see $out/build.log"; }
 end=$(date +%s)
+cache_seal "$out" "build/$binary_name"
 { echo "source=$source_id"; echo "patches=${#patch_files[@]}"; echo "build_seconds=$((end-start))";
   [ "$QEMU_FLAVOUR" = default ] || echo "flavour=$QEMU_FLAVOUR";
   [ -z "$mutant_file" ] || echo "mutant=$MUTANT sha256=$(sha256sum "$mutant_file" | cut -c1-16)"; } > "$out/DONE"

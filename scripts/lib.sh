@@ -65,3 +65,44 @@ series_patches() {
     printf '%s\n' "$dir/$p"
   done < "$dir/series"
 }
+
+# --- cache entries -------------------------------------------------------------------------------
+# An entry is a folder under CACHE_ROOT that holds DONE only once it is complete. DONE's folder also
+# holds SHA256SUMS, the sha256 of every product (sha256sum's format, paths relative to the folder),
+# so a truncated or edited file is found and the entry rebuilt instead of trusted.
+
+# cache_seal DIR [FILE...]: record the sha256 of FILE... (default: every file in DIR) in DIR/SHA256SUMS.
+# Call it just before DONE is written.
+cache_seal() {
+  local dir=$1; shift
+  if [ $# -eq 0 ]; then
+    mapfile -t files < <(cd "$dir" && find . -type f ! -name DONE ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort)
+    set -- "${files[@]}"
+  fi
+  ( cd "$dir" && sha256sum -- "$@" > SHA256SUMS.new && mv SHA256SUMS.new SHA256SUMS ) || die "could not record the sha256 of $dir"
+}
+
+# cache_intact DIR: true if DIR is a complete entry whose products match SHA256SUMS. A damaged
+# entry (a product missing or changed, or no SHA256SUMS) is named on stderr and loses its DONE,
+# so the caller rebuilds it.
+cache_intact() {
+  local dir=$1 bad
+  [ -f "$dir/DONE" ] || return 1
+  if [ ! -f "$dir/SHA256SUMS" ]; then
+    bad="it records no sha256 of its products"
+  elif ! bad=$(cd "$dir" && sha256sum --quiet --strict -c SHA256SUMS 2>&1); then
+    bad=$(printf '%s\n' "$bad" | grep -v '^sha256sum: WARNING' | sed 's/^sha256sum: //' | paste -sd';' -)
+  else
+    return 0
+  fi
+  log "cache entry $dir is damaged: $bad; rebuilding"
+  rm -f "$dir/DONE"
+  return 1
+}
+
+# cache_on_interrupt DIR: if INT or TERM stops the build, say "interrupted" (not "failed"), remove
+# the partial entry DIR (nothing of it looks built) and exit 130.
+cache_on_interrupt() {
+  # shellcheck disable=SC2064  # DIR is expanded now, on purpose
+  trap "log 'interrupted: the build of $1 was stopped by a signal; its partial entry is removed and the next run starts it again'; rm -rf '$1'; exit 130" INT TERM
+}

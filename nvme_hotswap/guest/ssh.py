@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import select
 import shlex
 import time
 import uuid
@@ -48,40 +49,49 @@ class GuestCommandError(AssertionError):
     """A guest command that had to succeed did not; the message carries its output."""
 
 
+#: Raises (naming QEMU's exit status or why the VM stopped) when the machine under the guest can no
+#: longer run it; called while any guest wait is pending (QemuMachine.check_health).
+HealthCheck = Callable[[], None]
+HEALTH_INTERVAL_S = 0.5
+
+
+def _no_check() -> None:
+    return None
+
+
 class Guest:
     def __init__(self, port: int, key_file: Path, transcript: Path, host: str = "127.0.0.1",
-                 user: str = "root") -> None:
+                 user: str = "root", health: HealthCheck = _no_check) -> None:
         self.host = host
         self.port = port
         self.user = user   # not root (a cloud image's default user): commands run through sudo
         self.key = paramiko.Ed25519Key.from_private_key_file(str(key_file))
         self.transcript = transcript
+        self.health = health
         self._client: paramiko.SSHClient | None = None
 
     # --- connection ------------------------------------------------------------------------
     @staticmethod
-    def wait_for_console(console_text: Callable[[], str], timeout: float, alive: Callable[[], bool]) -> float:
-        """Wait until the console shows the sshd marker; return the seconds waited."""
+    def wait_for_console(console_text: Callable[[], str], timeout: float, health: HealthCheck) -> float:
+        """Wait until the console shows the sshd marker; return the seconds waited. `health`
+        raises at once if QEMU exits or stops meanwhile (a KVM that cannot run the guest pauses
+        it with an internal error: that must not read as a 180 s console timeout)."""
         start = time.monotonic()
 
         def ready() -> bool:
-            if not alive():
-                raise RuntimeError("QEMU exited before the guest printed "
-                                   f"{SSHD_READY_MARKER!r}; see the console and QEMU stderr logs")
+            health()
             return SSHD_READY_MARKER in console_text()
 
         wait_until(ready, timeout, f"the guest console to print {SSHD_READY_MARKER!r}", interval=0.05)
         return time.monotonic() - start
 
-    def connect(self, timeout: float = 30.0, alive: Callable[[], bool] | None = None) -> None:
-        """Connect, retrying within `timeout` (and while `alive()`, if given: a guest without a
+    def connect(self, timeout: float = 30.0) -> None:
+        """Connect, retrying within `timeout` while the machine is healthy (a guest without a
         console marker is waited for here, until its sshd answers and accepts the key)."""
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
-            if alive is not None and not alive():
-                raise RuntimeError(f"QEMU exited before SSH to {self.user}@{self.host}:{self.port} answered "
-                                   f"(last: {last!r}); see the console and QEMU stderr logs")
+            self.health()
             client = paramiko.SSHClient()
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # per-build guest, in memory only
             try:
@@ -108,15 +118,61 @@ class Guest:
         start = time.monotonic()
         remote = command if self.user == "root" else f"sudo -n bash -c {shlex.quote(command)}"
         try:
-            _, out, err = self._client.exec_command(remote, timeout=timeout)
-            stdout = out.read().decode(errors="replace")
-            stderr = err.read().decode(errors="replace")
-            rc = out.channel.recv_exit_status()
+            rc, stdout, stderr = self._exec(remote, timeout)
         except TimeoutError as exc:
             self._log(command, None, "", f"timed out after {timeout:g} s", time.monotonic() - start)
             raise WaitTimeout(f"guest command did not finish within {timeout:g} s: {command}") from exc
+        except AssertionError as exc:   # the machine died or stopped under the command
+            self._log(command, None, "", f"abandoned: {exc}", time.monotonic() - start)
+            raise
         self._log(command, rc, stdout, stderr, time.monotonic() - start)
         return Result(command, rc, stdout, stderr)
+
+    def _exec(self, remote: str, timeout: float) -> tuple[int, str, str]:
+        """Run `remote` on a new channel; read its output while checking the machine's health
+        every HEALTH_INTERVAL_S, so a command on a dead or paused VM fails now, not at `timeout`."""
+        assert self._client is not None
+        transport = self._client.get_transport()
+        assert transport is not None, "SSH transport closed"
+        deadline = time.monotonic() + timeout
+        self.health()   # a paused VM would not even answer the channel's opening
+        try:
+            chan = transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, OSError, EOFError):
+            self._health_settled()   # a dead QEMU is the cause to name, not the SSH error
+            raise
+        try:
+            chan.exec_command(remote)
+            out, err = bytearray(), bytearray()
+            while True:
+                select.select([chan], [], [], HEALTH_INTERVAL_S)   # wakes on stdout, stderr or EOF
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    rc = chan.recv_exit_status()
+                    if rc == -1:     # no exit status: the connection went, perhaps with QEMU
+                        self._health_settled()
+                    return rc, out.decode(errors="replace"), err.decode(errors="replace")
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"no exit status within {timeout:g} s")
+                self.health()
+        except (paramiko.SSHException, OSError, EOFError):
+            self._health_settled()
+            raise
+        finally:
+            chan.close()
+
+    def _health_settled(self, seconds: float = 1.0) -> None:
+        """health(), for `seconds`: a killed QEMU's sockets close a moment before the process can be
+        reaped, so the connection can drop before check_health() could tell why."""
+        end = time.monotonic() + seconds
+        while True:
+            self.health()
+            if time.monotonic() >= end:
+                return
+            time.sleep(0.05)
 
     def check(self, command: str, timeout: float = 60.0) -> str:
         """Run `command`; return its stdout, or fail naming the command and its output."""

@@ -84,11 +84,12 @@ def boot_guest(cfg: RunConfig, args: list[str], artifacts: Path, name: str = "vm
             # No console marker (a cloud image prints a login prompt): retry SSH within the
             # boot bound until sshd answers and cloud-init has installed the key.
             guest = Guest(vm.usernet_ssh_port(), sshkey.private_key_file(), artifacts / f"{name}-ssh.log",
-                          user=cfg.cloud_user)
-            guest.connect(BOOT_TIMEOUT_S, alive=vm.is_running)
+                          user=cfg.cloud_user, health=vm.check_health)
+            guest.connect(BOOT_TIMEOUT_S)
         else:
-            Guest.wait_for_console(vm.console_text, BOOT_TIMEOUT_S, vm.is_running)
-            guest = Guest(vm.usernet_ssh_port(), sshkey.private_key_file(), artifacts / f"{name}-ssh.log")
+            Guest.wait_for_console(vm.console_text, BOOT_TIMEOUT_S, vm.check_health)
+            guest = Guest(vm.usernet_ssh_port(), sshkey.private_key_file(), artifacts / f"{name}-ssh.log",
+                          health=vm.check_health)
             guest.connect(SSH_TIMEOUT_S)
     except BaseException:
         vm.shutdown()

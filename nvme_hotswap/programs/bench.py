@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import preflight
 from ..config import ROOT, RunConfig
 from ..hotswap.rig import Rig
 from ..report import results
@@ -200,7 +201,7 @@ def cold_to_first_result(folder: Path) -> dict[str, object]:
 
 
 def main() -> int:
-    cfg = RunConfig.from_env()
+    cfg = preflight.exit_unless_ready(who="bench")
     figures: dict[str, object] = {}
     figures["qemu_build_cached_s"], qemu = timed(["bash", "scripts/build-qemu.sh"])
     figures.setdefault("qemu_build_cold_s", recorded_seconds(Path(qemu).parent.parent / "DONE", "build_seconds"))

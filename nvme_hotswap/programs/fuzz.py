@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import TypedDict
 
+from .. import preflight
 from ..config import RunConfig
 from ..guest import facts as guestfacts
 from ..hotswap.rig import Rig
@@ -231,8 +232,8 @@ def main() -> int:
     length = int(os.environ.get("FUZZ_LENGTH", "30"))
     only = os.environ.get("FUZZ_ONLY")
     indexes = [int(only)] if only else list(range(sequences))
+    cfg = preflight.exit_unless_ready(who="fuzz")
     run = results.run_dir()
-    cfg = RunConfig.from_env()
     reason = capabilities.first_missing(cfg, run / "fuzz" / "capability-probe", ("nvme_ns_hotplug", "drive_insert"))
     if reason:
         print(f"fuzz: cannot run: {reason}", file=sys.stderr)

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 from typing import TypedDict
 
-from ..config import ROOT, RunConfig
+from .. import preflight
+from ..config import ROOT
 from ..report import junit, results
 from .proc import run_logged, sigterm_as_interrupt
 
@@ -216,7 +217,8 @@ def last_line(history: Path) -> dict | None:
 
 def main() -> int:
     sigterm_as_interrupt()
-    history = Path(os.environ.get("NIGHTLY_HISTORY", RunConfig.from_env().results_root / "nightly-history.jsonl"))
+    cfg = preflight.exit_unless_ready(qemu=False, who="nightly")   # each cell builds its own QEMU
+    history = Path(os.environ.get("NIGHTLY_HISTORY", cfg.results_root / "nightly-history.jsonl"))
     cells = os.environ.get("NIGHTLY_CELLS", DEFAULT_CELLS).split()
     unknown = [c for c in cells if c not in CELLS]
     if unknown:

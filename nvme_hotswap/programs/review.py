@@ -30,7 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import ROOT, ConfigError, RunConfig
+from .. import preflight
+from ..config import ROOT, RunConfig
 from ..guest.facts import KernelLine
 from ..report import junit, results
 from ..report.evidence import model
@@ -237,12 +238,8 @@ def main() -> int:
         print("review: set SERIES to an mbox, a folder of git format-patch files, a git range in QEMU_SRC "
               "or a Message-Id (make review SERIES=...)", file=sys.stderr)
         return 2
-    try:
-        cfg = RunConfig.from_env()
-        guest = cfg.guest_dir
-    except ConfigError as exc:
-        print(f"review: {exc}", file=sys.stderr)
-        return 2
+    cfg = preflight.exit_unless_ready(qemu=False, who="review")   # the base and each prefix are built here
+    guest = cfg.guest_dir
     run = results.run_dir()
     work = run / "review"
     qemu_src = cfg.build_env().get("QEMU_SRC")

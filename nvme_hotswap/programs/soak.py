@@ -38,6 +38,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .. import preflight
 from ..config import RunConfig
 from ..guest import klog
 from ..hotswap.boot import GUEST_RAM_MIB, guest_qemu_args
@@ -226,9 +227,9 @@ def start_paused(cfg: RunConfig, choice: accel.AccelChoice, topology: Topology, 
 
 def main() -> int:
     cycles = int(os.environ.get("SOAK_CYCLES", "100"))
+    cfg = preflight.exit_unless_ready(who="soak")
     run = results.run_dir()
     workdir = run / "soak"
-    cfg = RunConfig.from_env()
     reason = capabilities.first_missing(cfg, workdir / "capability-probe", ("nvme_ns_hotplug", "drive_insert"))
     if reason:
         print(f"soak: cannot run: {reason}", file=sys.stderr)

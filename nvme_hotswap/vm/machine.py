@@ -6,6 +6,7 @@ end stragglers by PID (never by name) and fail the run if any had to be ended th
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import json
 import logging
@@ -13,8 +14,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,6 +40,11 @@ class MonitorError(RuntimeError):
 
 class QemuExited(AssertionError):
     """QEMU is gone while the harness still talks to it; the message has its status and stderr."""
+
+
+class QemuStopped(AssertionError):
+    """The VM stopped on its own (an internal or I/O error, a guest panic) while a test waited on
+    it: nothing the test asked for, and nothing that would end by waiting longer."""
 
 
 def describe_status(returncode: int | None) -> str:
@@ -80,6 +88,8 @@ class QemuMachine:
         self._t0 = time.monotonic()
         self.issued: list[tuple[str, str, str]] = []   # (qmp|hmp, command, arguments): what the test used
         self.ended_by: str | None = None   # how shutdown() ended it: quit, SIGTERM, SIGKILL, or on its own
+        self._paused_by: str | None = None  # the STOP not followed by RESUME: None while it runs
+        self._stop_allowed: str | None = None  # why the test provokes stops itself (allow_stop)
 
     # --- lifecycle -------------------------------------------------------------------------
     def launch(self, timeout: float = 30.0) -> None:
@@ -99,6 +109,8 @@ class QemuMachine:
                                          stderr=subprocess.STDOUT, start_new_session=True)
         LIVE[self.proc.pid] = self
         LOG.info("%s: QEMU pid %d started", self.name, self.proc.pid)
+        accepted = threading.Event()
+        threading.Thread(target=self._unblock_accept_on_exit, args=(sock, accepted), daemon=True).start()
         try:
             self._qmp.accept(timeout=timeout)
         except Exception as exc:
@@ -109,6 +121,20 @@ class QemuMachine:
                                  f"{self.stderr_tail()}") from exc
             raise RuntimeError(f"{self.name}: QEMU did not connect to QMP within {timeout:g} s "
                                f"({exc}); see {self.stderr_log}: {self.stderr_tail()}") from exc
+        finally:
+            accepted.set()
+
+    def _unblock_accept_on_exit(self, sock: str, accepted: threading.Event) -> None:
+        """While launch() waits for QEMU's QMP connection: if QEMU exits first, connect to the
+        socket ourselves and hang up, so the accept fails now instead of after its timeout and
+        launch() reports the exit status (`QEMU=/bin/true` must not cost 30 s a test)."""
+        proc = self.proc
+        assert proc is not None
+        while not accepted.wait(0.05):
+            if proc.poll() is not None:
+                with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.connect(sock)
+                return
 
     @property
     def pid(self) -> int:
@@ -185,6 +211,33 @@ class QemuMachine:
             status = describe_status(self.proc.returncode)
             raise QemuExited(f"{self.name}: QEMU pid {self.proc.pid} is gone ({status}); stderr: {self.stderr_tail()}")
 
+    def allow_stop(self, why: str) -> None:
+        """The test stops the VM itself (an error policy of `stop`): check_health() lets it be."""
+        self._stop_allowed = why
+
+    def check_health(self) -> None:
+        """Raise at once if QEMU has exited (QemuExited) or its VM stopped on its own (QemuStopped:
+        a STOP event the test did not ask for, with query-status and QEMU's stderr tail).
+
+        Every wait on the guest calls this (boot, SSH commands, QMP event waits), so a dead or
+        paused VM fails the test the moment it happens, never after the wait's bound."""
+        self.check_alive()
+        if self._qmp is None:
+            return
+        self._pull_event(wait=False)
+        if self._paused_by in (None, *_ASKED_STOPS) or self._stop_allowed is not None:
+            return
+        try:
+            status = self.qmp("query-status").get("status")
+        except Exception as exc:   # an exited QEMU is named by check_alive
+            self.check_alive()
+            status = f"unknown ({exc})"
+        if status == "running":    # a RESUME we have not read yet
+            self._paused_by = None
+            return
+        raise QemuStopped(f"{self.name}: the VM stopped on its own ({self._paused_by}, query-status: {status}); "
+                          f"QEMU stderr ({self.stderr_log}): {self.stderr_tail()}")
+
     def resources(self) -> Resources:
         """The named block nodes and the open fd count, now."""
         nodes = tuple(sorted(f"{n.get('node-name')} ({n.get('file')})" for n in self.qmp("query-named-block-nodes")))
@@ -195,6 +248,8 @@ class QemuMachine:
         """Run a QMP command; return its `return` value or raise MonitorError with QEMU's text."""
         assert self._qmp is not None, f"{self.name}: not launched"
         self._record("qmp>", json.dumps({"execute": command, "arguments": args}) if args else command)
+        if command == "stop":
+            self._paused_by = "QMP stop"   # asked for: never "on its own"
         self.issued.append(("qmp", command, json.dumps(args, sort_keys=True, default=str)))
         self._qmp.settimeout(60.0)
         try:
@@ -213,6 +268,8 @@ class QemuMachine:
         """Run an HMP command through QMP `human-monitor-command`; return its text output."""
         self._record("hmp>", command_line)
         self.issued.append(("hmp", command_line.split(" ", 1)[0], command_line))
+        if command_line.split(" ", 1)[0] in ("stop", "s"):
+            self._paused_by = "HMP stop"
         assert self._qmp is not None, f"{self.name}: not launched"
         self._qmp.settimeout(60.0)
         try:
@@ -249,14 +306,25 @@ class QemuMachine:
             if remaining <= 0:
                 raise WaitTimeout(f"{self.name}: waited {timeout:g} s for QMP event {name} "
                                   f"matching {match}; events seen: {[e.get('event') for e in self._events]}")
-            ev: dict[str, Any] | None
-            try:
-                ev = self._qmp.pull_event(wait=min(remaining, 1.0))
-            except TimeoutError:
-                ev = None
-            if ev is not None:
-                self._record("event", json.dumps(ev))
-                self._events.append(ev)
+            self.check_health()
+            self._pull_event(wait=min(remaining, 1.0))
+
+    def _pull_event(self, wait: bool | float) -> None:
+        """Read one QMP event (if any within `wait`) into the queue event_wait() reads; note
+        STOP and RESUME for check_health()."""
+        assert self._qmp is not None
+        try:
+            ev = self._qmp.pull_event(wait=wait)
+        except TimeoutError:
+            ev = None
+        if ev is None:
+            return
+        self._record("event", json.dumps(ev))
+        self._events.append(ev)
+        if ev.get("event") == "STOP" and self._paused_by not in _ASKED_STOPS:
+            self._paused_by = "QMP event STOP"
+        elif ev.get("event") == "RESUME":
+            self._paused_by = None
 
     # --- verbs of the hot-swap sequences -----------------------------------------------------
     def device_del(self, dev_id: str, timeout: float = 60.0, wait: bool = True) -> dict[str, Any] | None:
@@ -311,6 +379,9 @@ class QemuMachine:
         with open(self.monitor_log, "a") as f:
             f.write(f"{stamp} {kind:6} {text}\n")
         LOG.debug("%s %s %s", self.name, kind, text if len(text) < 400 else text[:400] + " ...")
+
+
+_ASKED_STOPS = ("QMP stop", "HMP stop")   # how the harness itself pauses a VM
 
 
 def _matches(data: dict[str, Any], match: dict[str, Any]) -> bool:

@@ -133,6 +133,7 @@ class DriveReconnect(HotswapTest):
     def guest_io_error(self, dd: str) -> dict[str, object]:
         """Start `dd` on /dev/vda in the guest (after a second, so spawn() gets its answer before a
         stop); the BLOCK_IO_ERROR QEMU reports."""
+        self.vm.allow_stop("the test provokes I/O errors under rerror=stop / werror=enospc")
         self.guest.spawn(f"sh -c 'sleep 1; exec dd {dd} bs=4096 count=1'")
         data: dict[str, object] = self.vm.event_wait("BLOCK_IO_ERROR", 30)["data"]
         return data

@@ -1,5 +1,6 @@
 """No QEMU, no monitor socket and no temporary file survive a run that is interrupted or times out;
-two runs at once, and one run on two xdist workers, do not collide on ports, sockets or files."""
+two runs at once, and one run on two xdist workers, do not collide on ports, sockets or files; a QEMU
+that dies or a VM that stops under a guest command fails the test at once, naming the cause."""
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ from nvme_hotswap.wait import wait_until
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 FIXTURE = FIXTURES / "vm_left_running.py"
 BRIEF_FIXTURE = FIXTURES / "vm_briefly.py"
+WRONG_FIXTURE = FIXTURES / "vm_goes_wrong.py"
 
 
 def pid_alive(pid: int) -> bool:
@@ -125,6 +127,36 @@ class Hygiene(unittest.TestCase):
         """One run on two workers: both VMs at once, one run folder, one junit.xml."""
         with tempfile.TemporaryDirectory(prefix="nvme-hotswap-hygiene-") as tmp:
             self.assert_no_collisions(Path(tmp), [self.run_brief(Path(tmp), ["-n", "2"])], vms=2, runs=1)
+
+    def run_gone_wrong(self, test: str) -> tuple[str, float, str]:
+        """Run vm_goes_wrong.py's `test` in a child; return (exception type, seconds from the trouble
+        to the failure, message) as the child reported them."""
+        with tempfile.TemporaryDirectory(prefix="nvme-hotswap-hygiene-") as tmp:
+            report = Path(tmp, "report")
+            child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                    f"{WRONG_FIXTURE}::VmGoesWrong::{test}"],
+                                   env=child_env(Path(tmp), HYGIENE_REPORT=str(report)), cwd=config.ROOT,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+            out = child.stdout.decode(errors="replace")
+            self.assertEqual(child.returncode, 1, f"the child test should fail:\n{out[-3000:]}")
+            self.assertTrue(report.is_file(), f"the guest command did not fail:\n{out[-3000:]}")
+            head, _, message = report.read_text().partition("\n")
+            kind, seconds = head.split()
+            return kind, float(seconds), message
+
+    def test_qemu_killed_under_a_guest_command(self) -> None:
+        """SSH sees the connection drop; the failure names QEMU's death, not "exit -1"."""
+        kind, seconds, message = self.run_gone_wrong("test_killed")
+        self.assertEqual(kind, "QemuExited", message)
+        self.assertRegex(message, r"QEMU pid \d+ is gone \(killed by SIGKILL")
+        self.assertLess(seconds, 10, "the command should fail as QEMU dies, not at its timeout")
+
+    def test_vm_stopped_under_a_guest_command(self) -> None:
+        """A paused VM keeps the TCP connection open: only the health check ends the wait."""
+        kind, seconds, message = self.run_gone_wrong("test_stopped")
+        self.assertEqual(kind, "QemuStopped", message)
+        self.assertRegex(message, r"the VM stopped on its own \(QMP event STOP, query-status: shutdown\)")
+        self.assertLess(seconds, 10, "the command should fail as the VM stops, not at its 120 s timeout")
 
     def test_sigterm(self) -> None:
         self.run_child([], signal.SIGTERM)
