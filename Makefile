@@ -88,7 +88,8 @@ check-acceptance: venv ## build what is missing, run tests/acceptance, write the
 	QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.preflight && \
 	run=$$($(PY) -m nvme_hotswap.report.results) && export NVME_HOTSWAP_RUN_DIR="$$run" && { \
 	rc=0; QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m pytest $(XDIST) tests/acceptance $(PYTEST_ARGS) || rc=$$?; \
-	$(PY) -m nvme_hotswap.report.evidence "$$run" || { [ $$rc -ne 0 ] || rc=1; }; exit $$rc; }
+	[ ! -f "$$run/junit.xml" ] || $(PY) -m nvme_hotswap.report.evidence "$$run" || { [ $$rc -ne 0 ] || rc=1; }; \
+	exit $$rc; }
 
 evidence: venv ## the evidence report of the latest run again (results/latest)
 	$(PY) -m nvme_hotswap.report.evidence

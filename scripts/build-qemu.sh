@@ -10,6 +10,10 @@
 # $CACHE_ROOT/qemu/<key>, key = hash(source identity, patch contents, configure flags, RECIPE).
 # MUTANT=<name> then applies patches/mutants/<name>.diff (git apply), a deliberately broken
 # variant for the mutation check; its content goes into the key, so each mutant is cached apart.
+# Incremental builds (MUTANT set, or QEMU_INCREMENTAL=1: make review's prefixes): the variant is made
+# in one configured work tree per source and flags ($CACHE_ROOT/qemu/tree-<base key>), brought to
+# the wanted patches by resetting only to the last patch it shares with them, and ninja rebuilds
+# what changed; only the binary is kept under the variant's key (no src/ or build/ tree).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -22,6 +26,8 @@ RECIPE=1
 MESON_VERSION=1.9.1
 PYCOTAP_VERSION=1.3.1
 PATCHES=${PATCHES:-$top/patches}
+# Absolute: the patches are applied from inside the build's own source tree.
+[ "$PATCHES" = none ] || PATCHES=$(cd "$PATCHES" 2>/dev/null && pwd) || die "PATCHES=$PATCHES is not a folder"
 GUEST_ARCH=${GUEST_ARCH:-x86_64}
 case "$GUEST_ARCH" in x86_64|aarch64) ;; *) die "GUEST_ARCH must be x86_64 or aarch64 (got $GUEST_ARCH)" ;; esac
 TARGET=$GUEST_ARCH-softmmu
@@ -85,7 +91,122 @@ if ! "$buildenv/bin/meson" --version 2>/dev/null | grep -qx "$MESON_VERSION" || 
 fi
 
 # --- unpack --------------------------------------------------------------------------------------
+# debian_tree: Debian's source package, unpacked with its quilt patches, once ($srcdir/tree).
+debian_tree() {
+  srcdir="$CACHE_ROOT/src/qemu-$QEMU_DEB_VERSION"
+  if [ ! -f "$srcdir/.unpacked" ]; then
+    uri=$(debian_archive_uri)
+    opts=$(private_apt sid "deb-src $uri sid main")
+    mkdir -p "$srcdir"
+    log "fetching Debian source qemu=$QEMU_DEB_VERSION from $uri"
+    # shellcheck disable=SC2086  # $opts: apt options (private_apt), split into words on purpose
+    ( cd "$srcdir" && apt-get -q $opts source --download-only "qemu=$QEMU_DEB_VERSION" >download.log 2>&1 ) \
+      || die "Debian source package qemu=$QEMU_DEB_VERSION could not be downloaded (see $srcdir/download.log); the archive may have dropped it: set QEMU_DEB_VERSION to one it lists (apt-cache showsrc qemu) or use QEMU_SRC"
+    rm -rf "$srcdir/tree"
+    ( cd "$srcdir" && dpkg-source -x ./*.dsc tree >unpack.log 2>&1 ) \
+      || die "dpkg-source -x failed; see $srcdir/unpack.log"
+    touch "$srcdir/.unpacked"
+  fi
+}
+
+# git_base DIR: a throwaway repository, so the series goes in with git am and a bad patch fails by
+# name. gc.auto=0: git am would otherwise start a repack of the whole tree in the background.
+git_base() {
+  ( cd "$1" && rm -rf .git && git init -q && git config gc.auto 0 && git add -A && \
+      git -c user.name=build -c user.email=build@localhost commit -q -m "base: $source_id" && git tag base ) >&2
+}
+
+# git_am DIR PATCH: apply one patch with git am, or die naming it.
+git_am() {
+  git -C "$1" -c user.name=build -c user.email=build@localhost am -q --keep-cr "$2" >&2 \
+    || { git -C "$1" am --abort >/dev/null 2>&1 || true; die "patch $(basename "$2") does not apply on $source_id"; }
+}
+
+# ccache (meson picks it up) makes a rebuild after a one-patch change cost minutes less; paths
+# are made relative to the build's folder so builds under different keys share the cache.
+# QEMU's configure names the compiler itself, so ccache comes in through Debian's masquerade links.
+use_ccache() {  # use_ccache BASEDIR
+  export CCACHE_DIR="$CACHE_ROOT/ccache" CCACHE_BASEDIR="$1" CCACHE_NOHASHDIR=true CCACHE_MAXSIZE=5G
+  [ -d /usr/lib/ccache ] && export PATH="/usr/lib/ccache:$PATH"
+  return 0
+}
+
+configure_in() {  # configure_in ENTRY: configure ENTRY/build from ENTRY/src
+  mkdir -p "$1/build"
+  log "configure ${CONFIGURE_FLAGS[*]} (log: $1/build.log)"
+  ( cd "$1/build" && ../src/configure --python="$buildenv/bin/python3" \
+      "${CONFIGURE_FLAGS[@]}" ) >"$1/build.log" 2>&1 || { tail -30 "$1/build.log" >&2; die "configure failed; see $1/build.log"; }
+}
+
+ninja_in() {  # ninja_in ENTRY
+  log "ninja $binary_name"
+  ninja -C "$1/build" "$binary_name" >>"$1/build.log" 2>&1 || { tail -40 "$1/build.log" >&2; die "build failed; see $1/build.log"; }
+}
+
+write_done() {  # write_done ENTRY SECONDS [EXTRA LINE]
+  { echo "source=$source_id"; echo "patches=${#patch_files[@]}"; echo "build_seconds=$2";
+    [ "$QEMU_FLAVOUR" = default ] || echo "flavour=$QEMU_FLAVOUR";
+    [ -z "$mutant_file" ] || echo "mutant=$MUTANT sha256=$(sha256sum "$mutant_file" | cut -c1-16)";
+    [ -z "${3:-}" ] || echo "$3"; } > "$1/DONE"
+  for p in "${patch_files[@]}"; do echo "patch=$(basename "$p") sha256=$(sha256sum "$p" | cut -c1-16)"; done >> "$1/DONE"
+}
+
 start=$(date +%s)
+if { [ -n "$mutant_file" ] || [ "${QEMU_INCREMENTAL:-0}" = 1 ]; } && [ -z "${QEMU_SRC:-}" ]; then
+  base_key=$( { echo "$source_id"; echo "${CONFIGURE_FLAGS[*]}"; echo "meson=$MESON_VERSION pycotap=$PYCOTAP_VERSION";
+                echo "recipe=$RECIPE"; } | sha256_of_stdin)
+  tree="$CACHE_ROOT/qemu/tree-$base_key"
+  exec 8>"$tree.lock"
+  flock -n 8 || { log "another build is using the work tree $tree; waiting for it"; flock 8; }
+  use_ccache "$tree"
+  if [ ! -f "$tree/READY" ]; then
+    log "making the work tree $tree: configured once, each variant is then built in it incrementally"
+    rm -rf "$tree"; mkdir -p "$tree"
+    cache_on_interrupt "$tree"
+    debian_tree
+    cp -a "$srcdir/tree" "$tree/src"
+    git_base "$tree/src"
+    configure_in "$tree"
+    : > "$tree/applied"
+    touch "$tree/READY"
+  fi
+  trap - INT TERM    # an interrupted variant leaves the tree to be reset by the next one
+  # Bring the tree to the wanted patches: drop a mutant's uncommitted change, keep the patches it
+  # shares with this variant (a prefix), reset to there and apply the rest. Git rewrites only the
+  # files that differ, so ninja recompiles only those.
+  git -C "$tree/src" am --abort >/dev/null 2>&1 || true
+  git -C "$tree/src" checkout -q -- . && git -C "$tree/src" clean -fdq
+  mapfile -t applied < "$tree/applied"
+  keep=0
+  for p in "${patch_files[@]}"; do
+    if [ "$keep" -ge "${#applied[@]}" ] || [ "${applied[$keep]%% *}" != "$(sha256sum "$p" | cut -d' ' -f1)" ]; then
+      break
+    fi
+    keep=$((keep + 1))
+  done
+  if [ "$keep" -eq 0 ]; then at=base; else at=${applied[$((keep - 1))]#* }; fi
+  git -C "$tree/src" reset -q --hard "$at"
+  printf '%s\n' "${applied[@]:0:$keep}" | sed '/^$/d' > "$tree/applied"
+  for p in "${patch_files[@]:$keep}"; do
+    log "applying $(basename "$p")"
+    git_am "$tree/src" "$p"
+    echo "$(sha256sum "$p" | cut -d' ' -f1) $(git -C "$tree/src" rev-parse HEAD)" >> "$tree/applied"
+  done
+  if [ -n "$mutant_file" ]; then
+    log "applying mutant $MUTANT"
+    git -C "$tree/src" apply "$mutant_file" >&2 || die "mutant $MUTANT ($mutant_file) does not apply on the series"
+  fi
+  ninja_in "$tree"
+  rm -rf "$out"; mkdir -p "$out/build"
+  cp "$tree/build/$binary_name" "$out/build/$binary_name"
+  end=$(date +%s)
+  cache_seal "$out" "build/$binary_name"
+  write_done "$out" "$((end-start))" "incremental=$tree (kept $keep of ${#patch_files[@]} patches)"
+  log "built in $((end-start)) s (incremental: $keep of ${#patch_files[@]} patches were in the work tree)"
+  echo "$out/build/$binary_name"
+  exit 0
+fi
+
 rm -rf "$out"; mkdir -p "$out"
 cache_on_interrupt "$out"
 if [ -n "${QEMU_SRC:-}" ]; then
@@ -102,33 +223,14 @@ if [ -n "${QEMU_SRC:-}" ]; then
     [ -e "$out/src/subprojects/$sp/meson.build" ] || die "QEMU_SRC=$QEMU_SRC lacks the meson subproject $sp and this machine cannot download it: run 'meson subprojects download' (or one build) in your tree where the network reaches gitlab.com, then retry"
   done
 else
-  srcdir="$CACHE_ROOT/src/qemu-$QEMU_DEB_VERSION"
-  if [ ! -f "$srcdir/.unpacked" ]; then
-    uri=$(debian_archive_uri)
-    opts=$(private_apt sid "deb-src $uri sid main")
-    mkdir -p "$srcdir"
-    log "fetching Debian source qemu=$QEMU_DEB_VERSION from $uri"
-    # shellcheck disable=SC2086  # $opts: apt options (private_apt), split into words on purpose
-    ( cd "$srcdir" && apt-get -q $opts source --download-only "qemu=$QEMU_DEB_VERSION" >download.log 2>&1 ) \
-      || die "Debian source package qemu=$QEMU_DEB_VERSION could not be downloaded (see $srcdir/download.log); the archive may have dropped it: set QEMU_DEB_VERSION to one it lists (apt-cache showsrc qemu) or use QEMU_SRC"
-    rm -rf "$srcdir/tree"
-    ( cd "$srcdir" && dpkg-source -x ./*.dsc tree >unpack.log 2>&1 ) \
-      || die "dpkg-source -x failed; see $srcdir/unpack.log"
-    touch "$srcdir/.unpacked"
-  fi
+  debian_tree
   log "copying pristine tree to $out/src"
   cp -a "$srcdir/tree" "$out/src"
 fi
-# A throwaway repository, so the series goes in with git am and a bad patch fails by name.
-# gc.auto=0: git am would otherwise start a repack of the whole tree in the background, costing a
-# core for a minute during the build.
-( cd "$out/src" && rm -rf .git && git init -q && git config gc.auto 0 && git add -A && \
-    git -c user.name=build -c user.email=build@localhost commit -q -m "base: $source_id" ) >&2
-
+git_base "$out/src"
 for p in "${patch_files[@]}"; do
   log "applying $(basename "$p")"
-  git -C "$out/src" -c user.name=build -c user.email=build@localhost am -q --keep-cr "$p" >&2 \
-    || { git -C "$out/src" am --abort >/dev/null 2>&1 || true; die "patch $(basename "$p") does not apply on $source_id"; }
+  git_am "$out/src" "$p"
 done
 if [ -n "$mutant_file" ]; then
   log "applying mutant $MUTANT"
@@ -136,22 +238,11 @@ if [ -n "$mutant_file" ]; then
 fi
 
 # --- build ---------------------------------------------------------------------------------------
-# ccache (meson picks it up) makes a rebuild after a one-patch change cost minutes less; paths
-# are made relative to the build's folder so builds under different keys share the cache.
-# QEMU's configure names the compiler itself, so ccache comes in through Debian's masquerade links.
-export CCACHE_DIR="$CACHE_ROOT/ccache" CCACHE_BASEDIR="$out" CCACHE_NOHASHDIR=true CCACHE_MAXSIZE=5G
-[ -d /usr/lib/ccache ] && export PATH="/usr/lib/ccache:$PATH"
-mkdir -p "$out/build"
-log "configure ${CONFIGURE_FLAGS[*]} (log: $out/build.log)"
-( cd "$out/build" && ../src/configure --python="$buildenv/bin/python3" \
-    "${CONFIGURE_FLAGS[@]}" ) >"$out/build.log" 2>&1 || { tail -30 "$out/build.log" >&2; die "configure failed; see $out/build.log"; }
-log "ninja $binary_name"
-ninja -C "$out/build" "$binary_name" >>"$out/build.log" 2>&1 || { tail -40 "$out/build.log" >&2; die "build failed; see $out/build.log"; }
+use_ccache "$out"
+configure_in "$out"
+ninja_in "$out"
 end=$(date +%s)
 cache_seal "$out" "build/$binary_name"
-{ echo "source=$source_id"; echo "patches=${#patch_files[@]}"; echo "build_seconds=$((end-start))";
-  [ "$QEMU_FLAVOUR" = default ] || echo "flavour=$QEMU_FLAVOUR";
-  [ -z "$mutant_file" ] || echo "mutant=$MUTANT sha256=$(sha256sum "$mutant_file" | cut -c1-16)"; } > "$out/DONE"
-for p in "${patch_files[@]}"; do echo "patch=$(basename "$p") sha256=$(sha256sum "$p" | cut -c1-16)"; done >> "$out/DONE"
+write_done "$out" "$((end-start))"
 log "built in $((end-start)) s"
 echo "$out/build/$binary_name"

@@ -91,7 +91,7 @@ cache_intact() {
   if [ ! -f "$dir/SHA256SUMS" ]; then
     bad="it records no sha256 of its products"
   elif ! bad=$(cd "$dir" && sha256sum --quiet --strict -c SHA256SUMS 2>&1); then
-    bad=$(printf '%s\n' "$bad" | grep -v '^sha256sum: WARNING' | sed 's/^sha256sum: //' | paste -sd';' -)
+    bad=$(printf '%s\n' "$bad" | sed -n 's/: FAILED open or read$/ is missing/p; s/: FAILED$/ has changed/p' | paste -sd';' -)
   else
     return 0
   fi

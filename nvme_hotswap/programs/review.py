@@ -281,7 +281,9 @@ def review(cfg: RunConfig, s: Series, guest: Path, run: Path, work: Path, base_e
         taken.append(p)
         folder = s.quilt(work / f"prefix-{p.number}", taken, base_patches(base_env))
         t0 = time.monotonic()
-        binary, why = build({**base_env, "PATCHES": str(folder)}, work / f"build-{p.number}.log")
+        # incremental: in the shared work tree, only what the next patch changes is recompiled
+        binary, why = build({**base_env, "PATCHES": str(folder), "QEMU_INCREMENTAL": "1"},
+                            work / f"build-{p.number}.log")
         cp = checkpatch(p.mail, base_src)
         if binary is None:
             status = "does not apply" if "does not apply" in why else "does not build"

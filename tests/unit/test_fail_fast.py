@@ -206,12 +206,12 @@ class CacheEntries(unittest.TestCase):
         os.truncate(self.entry / "build" / "qemu", 10)
         out = self.intact()
         self.assertEqual(out.stdout, "")
-        self.assertRegex(out.stderr, r"cache entry .*entry is damaged: build/qemu: FAILED; rebuilding")
+        self.assertRegex(out.stderr, r"cache entry .*entry is damaged: build/qemu has changed; rebuilding")
         self.assertFalse((self.entry / "DONE").exists(), "a damaged entry must not look done")
 
     def test_a_missing_product_is_named(self) -> None:
         (self.entry / "manifest.json").unlink()
-        self.assertRegex(self.intact().stderr, r"is damaged: .*manifest.json.*; rebuilding")
+        self.assertRegex(self.intact().stderr, r"is damaged: manifest.json is missing; rebuilding")
 
     def test_an_entry_without_hashes_is_rebuilt(self) -> None:
         (self.entry / "SHA256SUMS").unlink()
