@@ -151,8 +151,31 @@ write_done() {  # write_done ENTRY SECONDS [EXTRA LINE]
   for p in "${patch_files[@]}"; do echo "patch=$(basename "$p") sha256=$(sha256sum "$p" | cut -c1-16)"; done >> "$1/DONE"
 }
 
+# copy_source DIR: the source to build, as a plain tree in DIR: QEMU_SRC's HEAD plus its uncommitted
+# changes and fetched subprojects (the user's tree is not modified), else Debian's pristine tree.
+copy_source() {
+  if [ -n "${QEMU_SRC:-}" ]; then
+    log "copying $QEMU_SRC (HEAD plus uncommitted changes) to $1; your tree is not modified"
+    mkdir -p "$1"
+    git -C "$QEMU_SRC" archive HEAD | tar -x -C "$1" || die "git archive of $QEMU_SRC failed"
+    git -C "$QEMU_SRC" diff HEAD --binary | (cd "$1" && git apply --allow-empty) \
+      || die "could not carry the uncommitted changes of $QEMU_SRC over"
+    # meson subprojects fetched into the user's tree (there is no network here to fetch them again)
+    for d in "$QEMU_SRC"/subprojects/*/; do
+      [ -d "$d" ] && [ ! -e "$1/subprojects/$(basename "$d")" ] && cp -a "$d" "$1/subprojects/"
+    done
+    for sp in keycodemapdb berkeley-softfloat-3 berkeley-testfloat-3; do
+      [ -e "$1/subprojects/$sp/meson.build" ] || die "QEMU_SRC=$QEMU_SRC lacks the meson subproject $sp and this machine cannot download it: run 'meson subprojects download' (or one build) in your tree where the network reaches gitlab.com, then retry"
+    done
+  else
+    debian_tree
+    log "copying pristine tree to $1"
+    cp -a "$srcdir/tree" "$1"
+  fi
+}
+
 start=$(date +%s)
-if { [ -n "$mutant_file" ] || [ "${QEMU_INCREMENTAL:-0}" = 1 ]; } && [ -z "${QEMU_SRC:-}" ]; then
+if [ -n "$mutant_file" ] || [ "${QEMU_INCREMENTAL:-0}" = 1 ]; then
   base_key=$( { echo "$source_id"; echo "${CONFIGURE_FLAGS[*]}"; echo "meson=$MESON_VERSION pycotap=$PYCOTAP_VERSION";
                 echo "recipe=$RECIPE"; } | sha256_of_stdin)
   tree="$CACHE_ROOT/qemu/tree-$base_key"
@@ -163,8 +186,7 @@ if { [ -n "$mutant_file" ] || [ "${QEMU_INCREMENTAL:-0}" = 1 ]; } && [ -z "${QEM
     log "making the work tree $tree: configured once, each variant is then built in it incrementally"
     rm -rf "$tree"; mkdir -p "$tree"
     cache_on_interrupt "$tree"
-    debian_tree
-    cp -a "$srcdir/tree" "$tree/src"
+    copy_source "$tree/src"
     git_base "$tree/src"
     configure_in "$tree"
     : > "$tree/applied"
@@ -209,24 +231,7 @@ fi
 
 rm -rf "$out"; mkdir -p "$out"
 cache_on_interrupt "$out"
-if [ -n "${QEMU_SRC:-}" ]; then
-  log "copying $QEMU_SRC (HEAD plus uncommitted changes) to $out/src; your tree is not modified"
-  mkdir -p "$out/src"
-  git -C "$QEMU_SRC" archive HEAD | tar -x -C "$out/src" || die "git archive of $QEMU_SRC failed"
-  git -C "$QEMU_SRC" diff HEAD --binary | (cd "$out/src" && git apply --allow-empty) \
-    || die "could not carry the uncommitted changes of $QEMU_SRC over"
-  # meson subprojects fetched into the user's tree (there is no network here to fetch them again)
-  for d in "$QEMU_SRC"/subprojects/*/; do
-    [ -d "$d" ] && [ ! -e "$out/src/subprojects/$(basename "$d")" ] && cp -a "$d" "$out/src/subprojects/"
-  done
-  for sp in keycodemapdb berkeley-softfloat-3 berkeley-testfloat-3; do
-    [ -e "$out/src/subprojects/$sp/meson.build" ] || die "QEMU_SRC=$QEMU_SRC lacks the meson subproject $sp and this machine cannot download it: run 'meson subprojects download' (or one build) in your tree where the network reaches gitlab.com, then retry"
-  done
-else
-  debian_tree
-  log "copying pristine tree to $out/src"
-  cp -a "$srcdir/tree" "$out/src"
-fi
+copy_source "$out/src"
 git_base "$out/src"
 for p in "${patch_files[@]}"; do
   log "applying $(basename "$p")"
