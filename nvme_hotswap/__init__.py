@@ -11,6 +11,7 @@
   report/    what a run leaves: results folders (results), environment.json (environment), junit.xml
              reading (junit), TAP (tap), EVIDENCE.md/.html (evidence)
   review/    a posted series: read with b4 (series), the reply to the list (reply)
+  preflight.py  the environment checked once before anything boots (QEMU, guest, results, ACCEL=kvm)
   testcase.py  HotswapTest, the base class of tests/acceptance: lifecycle, cancels, assertions
   programs/  make soak, fuzz, bench, nightly, review, check-mutants, mutation-score and boot variants, and
              their process helper (proc); the library never imports them

@@ -145,7 +145,10 @@ class Guest:
             chan.exec_command(remote)
             out, err = bytearray(), bytearray()
             while True:
-                select.select([chan], [], [], HEALTH_INTERVAL_S)   # wakes on stdout, stderr or EOF
+                if chan.eof_received:   # the output is over; the exit status follows (select would spin)
+                    chan.status_event.wait(HEALTH_INTERVAL_S)
+                else:
+                    select.select([chan], [], [], HEALTH_INTERVAL_S)   # wakes on stdout, stderr or EOF
                 while chan.recv_ready():
                     out += chan.recv(65536)
                 while chan.recv_stderr_ready():

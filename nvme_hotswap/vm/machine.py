@@ -224,7 +224,9 @@ class QemuMachine:
         self.check_alive()
         if self._qmp is None:
             return
-        self._pull_event(wait=False)
+        for _ in range(100):   # every event that has arrived, so a STOP is not left behind others
+            if not self._pull_event(wait=False):
+                break
         if self._paused_by in (None, *_ASKED_STOPS) or self._stop_allowed is not None:
             return
         try:
@@ -309,22 +311,23 @@ class QemuMachine:
             self.check_health()
             self._pull_event(wait=min(remaining, 1.0))
 
-    def _pull_event(self, wait: bool | float) -> None:
+    def _pull_event(self, wait: bool | float) -> bool:
         """Read one QMP event (if any within `wait`) into the queue event_wait() reads; note
-        STOP and RESUME for check_health()."""
+        STOP and RESUME for check_health(). Whether there was one."""
         assert self._qmp is not None
         try:
             ev = self._qmp.pull_event(wait=wait)
         except TimeoutError:
             ev = None
         if ev is None:
-            return
+            return False
         self._record("event", json.dumps(ev))
         self._events.append(ev)
         if ev.get("event") == "STOP" and self._paused_by not in _ASKED_STOPS:
             self._paused_by = "QMP event STOP"
         elif ev.get("event") == "RESUME":
             self._paused_by = None
+        return True
 
     # --- verbs of the hot-swap sequences -----------------------------------------------------
     def device_del(self, dev_id: str, timeout: float = 60.0, wait: bool = True) -> dict[str, Any] | None:
