@@ -1,4 +1,6 @@
-"""Pure helpers: the bench's one-patch edit and the per-run SSH key."""
+"""Pure helpers: the bench's one-patch edit, its table, and the per-run SSH key."""
+import contextlib
+import io
 import os
 import stat
 import tempfile
@@ -42,3 +44,15 @@ class RunKey(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Table(unittest.TestCase):
+    def test_a_missed_target_says_by_how_much(self) -> None:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            bench.print_table({"check_s": 412.5, "rebuild_mutant_s": 2.27, "rebuild_mutant_all_s": [2.2, 2.27, 2.4]})
+        lines = {ln.split()[0]: ln for ln in out.getvalue().splitlines()}
+        self.assertIn("NO", lines["check_s"])
+        self.assertIn("misses by 112.50", lines["check_s"])
+        self.assertIn("yes", lines["rebuild_mutant_s"])
+        self.assertIn("min 2.20 max 2.40 over 3", lines["rebuild_mutant_s"])
