@@ -11,7 +11,6 @@ bound), names what is wrong and what to do, and writes nothing: no results folde
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import ConfigError, RunConfig, current
+from .config import ROOT, ConfigError, RunConfig, current
 from .vm import accel
 
 CHECK_TIMEOUT_S = 5.0
@@ -84,33 +83,23 @@ def check_qemu(cfg: RunConfig) -> str:
     return f"{first} ({target}, answers QMP)"
 
 
-def damaged_files(folder: Path) -> list[str]:
-    """The files of a cache entry that are missing or differ from its SHA256SUMS ([] if it has none)."""
-    manifest = folder / MANIFEST
-    if not manifest.is_file():
-        return []
-    damaged = []
-    for line in manifest.read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        path = folder / name
-        if not path.is_file():
-            damaged.append(f"{name} is missing")
-            continue
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        if h.hexdigest() != digest:
-            damaged.append(f"{name} does not match its recorded sha256")
-    return damaged
+def damage(folder: Path) -> str:
+    """What is missing or changed in a built folder against its SHA256SUMS ("" if it matches or has
+    none: a guest folder of the user's own), read by scripts/lib.sh's cache_damage, the one reader
+    of the build scripts' record."""
+    if not (folder / MANIFEST).is_file():
+        return ""
+    proc = subprocess.run(["bash", "-c", f'. "{ROOT}/scripts/lib.sh" && cache_damage "$1"', "preflight", str(folder)],
+                          capture_output=True, text=True, timeout=60)
+    return proc.stdout.strip() if proc.returncode else ""
 
 
 def check_guest(cfg: RunConfig) -> str:
     """The guest files exist and match the hashes their build recorded."""
     folder, target = (cfg.cloud_dir, "cloud-image") if cfg.flavour == "cloud" else (cfg.guest_dir, "guest")
-    damaged = damaged_files(folder)
+    damaged = damage(folder)
     if damaged:
-        raise PreflightError(f"the guest in {folder} is damaged: {'; '.join(damaged)}; run `make {target}` "
+        raise PreflightError(f"the guest in {folder} is damaged: {damaged}; run `make {target}` "
                              "(it rebuilds a damaged cache entry), or point GUEST_DIR at a good build")
     recorded = "hashes match" if (folder / MANIFEST).is_file() else "no recorded hashes"
     return f"{folder} ({recorded})"

@@ -82,19 +82,27 @@ cache_seal() {
   ( cd "$dir" && sha256sum -- "$@" > SHA256SUMS.new && mv SHA256SUMS.new SHA256SUMS ) || die "could not record the sha256 of $dir"
 }
 
+# cache_damage DIR: print what is wrong with the products of DIR ("build/x has changed; y is missing",
+# or "it records no sha256 of its products") and fail; print nothing and succeed if they match.
+# No side effects: the preflight (nvme_hotswap/preflight.py) reads guests through it too.
+cache_damage() {
+  local dir=$1 bad
+  if [ ! -f "$dir/SHA256SUMS" ]; then
+    echo "it records no sha256 of its products"
+    return 1
+  fi
+  bad=$(cd "$dir" && sha256sum --quiet --strict -c SHA256SUMS 2>&1) && return 0
+  printf '%s\n' "$bad" | sed -n 's/: FAILED open or read$/ is missing/p; s/: FAILED$/ has changed/p' | paste -sd';' - \
+    | sed 's/;/; /g'
+  return 1
+}
+
 # cache_intact DIR: true if DIR is a complete entry whose products match SHA256SUMS. A damaged
-# entry (a product missing or changed, or no SHA256SUMS) is named on stderr and loses its DONE,
-# so the caller rebuilds it.
+# entry is named on stderr and loses its DONE, so the caller rebuilds it.
 cache_intact() {
   local dir=$1 bad
   [ -f "$dir/DONE" ] || return 1
-  if [ ! -f "$dir/SHA256SUMS" ]; then
-    bad="it records no sha256 of its products"
-  elif ! bad=$(cd "$dir" && sha256sum --quiet --strict -c SHA256SUMS 2>&1); then
-    bad=$(printf '%s\n' "$bad" | sed -n 's/: FAILED open or read$/ is missing/p; s/: FAILED$/ has changed/p' | paste -sd';' -)
-  else
-    return 0
-  fi
+  bad=$(cache_damage "$dir") && return 0
   log "cache entry $dir is damaged: $bad; rebuilding"
   rm -f "$dir/DONE"
   return 1

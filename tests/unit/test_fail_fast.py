@@ -100,7 +100,7 @@ class FailFast(unittest.TestCase):
     def test_damaged_guest(self) -> None:
         with open(self.guest / "initramfs.img", "r+b") as f:
             f.truncate(100)
-        self.assert_stops(r"the guest in .* is damaged: initramfs.img does not match its recorded sha256; run "
+        self.assert_stops(r"the guest in .* is damaged: initramfs.img has changed; run "
                           r"`make guest`", QEMU=self.fake_qemu())
 
     def test_guest_file_missing(self) -> None:
