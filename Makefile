@@ -10,9 +10,10 @@ PYTEST_ARGS ?=
 JOBS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
 XDIST = $(if $(filter-out 1,$(JOBS)),-n $(JOBS))
 
-# QEMU under test: $(QEMU) if given, else our patched build (built on first use, then cached).
-RESOLVE_QEMU = $${QEMU:-$$(bash scripts/build-qemu.sh | tail -n 1)}
-RESOLVE_GUEST = $${GUEST_DIR:-$$(bash images/build-guest.sh | tail -n 1)}
+# QEMU under test: $(QEMU) if given, else our patched build (built on first use, then cached); the guest:
+# $(GUEST_DIR) if given, else ours. Both are built side by side (scripts/build-products.sh), which sets
+# the shell variables qemu and guest.
+RESOLVE_PRODUCTS = products=$$(bash scripts/build-products.sh) && eval "$$products"
 # Guest kernel: `make check-acceptance GUEST_KERNEL=trixie` runs on Debian 13's 6.12 (default bookworm-cloud,
 # Debian 12's 6.1 cloud flavour). images/build-guest.sh reads it from the environment; exported so that
 # holds however it is set.
@@ -24,7 +25,7 @@ export GUEST IMAGE CLOUD_USER
 # qemu-system-aarch64 and an arm64 guest and boots it on the virt machine (TCG on this host).
 export GUEST_ARCH
 # QEMU_FLAVOUR=asan: our QEMU with AddressSanitizer (scripts/build-qemu.sh; its own cache key).
-export QEMU_FLAVOUR
+export QEMU_FLAVOUR QEMU_DEVICES
 
 # `make help` prints every target's `## ` comment (target: prerequisites ## what it does), then the
 # lines below that start with `## `.
@@ -51,7 +52,7 @@ host-deps: ## install the Debian packages the builds and the lint need (scripts/
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@bash scripts/install-host-deps.sh
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[lint,mutation,review]'
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[lint,mutation,review,bench]'
 	@touch $@
 
 venv: $(VENV)/.installed ## the Python venv (VENV, default .venv): this project, editable, and its pinned lint tools
@@ -82,8 +83,13 @@ check-unit: venv ## the unit tests (tests/unit): no QEMU, no guest
 check-series: venv ## checkpatch and QEMU's nvme and HMP qtests on the patched build (scripts/check-series.sh)
 	@qemu=$$(bash scripts/build-qemu.sh | tail -n 1) && bash scripts/check-series.sh "$$(dirname "$$qemu")"
 
-check-acceptance: venv ## build what is missing, run tests/acceptance, write the evidence report
-	@set -o pipefail; qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && \
+# The venv is made while QEMU and the guest build (a fresh machine's first result comes that much
+# sooner); the host packages come first, as both need them.
+check-acceptance: ## build what is missing, run tests/acceptance, write the evidence report
+	@set -o pipefail; bash scripts/install-host-deps.sh && \
+	{ $(MAKE) --no-print-directory venv >&2 & venv_pid=$$!; } && \
+	{ $(RESOLVE_PRODUCTS) || { kill $$venv_pid 2>/dev/null; exit 1; }; } && \
+	{ wait $$venv_pid || { echo "make venv failed (its message is above)" >&2; exit 1; }; } && \
 	echo "QEMU under test: $$qemu" && echo "guest: $$guest" && \
 	QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.preflight && \
 	run=$$($(PY) -m nvme_hotswap.report.results) && export NVME_HOTSWAP_RUN_DIR="$$run" && { \
@@ -100,7 +106,7 @@ check-mutants: venv ## mutation check: every broken variant in patches/mutants/ 
 	$(PY) -m nvme_hotswap.programs.mutation
 
 mutation-score: venv ## generated mutants of every C line the series adds (MUTATION_SAMPLE=N per patch): killed / judged
-	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.mutation_score
+	@$(RESOLVE_PRODUCTS) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.mutation_score
 
 # lint first: it is the cheapest.
 check: lint check-unit check-series check-acceptance check-mutants ## the project's own tests: lint, unit tests, the series' QEMU tests, acceptance, mutants
@@ -122,13 +128,13 @@ review: venv ## SERIES=<mbox|format-patch folder|base..tip in QEMU_SRC|Message-I
 	@$(PY) -m nvme_hotswap.programs.review
 
 soak: venv ## SOAK_CYCLES (100) hot-swap cycles of each sequence on one guest: names, data, RSS, fds
-	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.soak
+	@$(RESOLVE_PRODUCTS) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.soak
 
 fuzz: venv ## seeded random monitor sequences under guest I/O: QEMU must answer all, never abort
-	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.fuzz
+	@$(RESOLVE_PRODUCTS) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.fuzz
 
 bench: venv ## speed figures against their targets (docs/benchmarks.md)
-	@qemu=$(RESOLVE_QEMU) && guest=$(RESOLVE_GUEST) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.bench
+	@bash scripts/install-host-deps.sh bench && $(RESOLVE_PRODUCTS) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.bench
 
 clean: ## remove the venv, results/ and *.egg-info (the build caches stay)
 	rm -rf $(VENV) results *.egg-info

@@ -34,6 +34,19 @@ TARGET=$GUEST_ARCH-softmmu
 CONFIGURE_FLAGS=(--target-list="$TARGET" --without-default-features --enable-slirp --enable-kvm
                  --enable-tcg --enable-fdt=system --disable-install-blobs --disable-docs)
 binary_name=qemu-system-${TARGET%-softmmu}
+# QEMU_DEVICES=lean (default): only the devices in scripts/qemu-devices/$GUEST_ARCH.mak (what the suite,
+# the qtests and test-hmp use; the boards bring what they select), a third less to compile and link.
+# QEMU_DEVICES=default: every device QEMU builds by default for the target (e.g. to compare, or for a
+# test of your own that needs more). The file's content is part of the cache key.
+QEMU_DEVICES=${QEMU_DEVICES:-lean}
+devices_file=
+case "$QEMU_DEVICES" in
+  lean) devices_file=$top/scripts/qemu-devices/$GUEST_ARCH.mak
+        [ -f "$devices_file" ] || die "no device list $devices_file for GUEST_ARCH=$GUEST_ARCH"
+        CONFIGURE_FLAGS+=(--without-default-devices "--with-devices-$GUEST_ARCH=nvme-hotswap") ;;
+  default) ;;
+  *) die "QEMU_DEVICES must be lean or default (got $QEMU_DEVICES)" ;;
+esac
 # QEMU_FLAVOUR=asan: AddressSanitizer (and LeakSanitizer at exit) in QEMU; its own cache key through the
 # flags. The harness fails a test when QEMU reports (a report ends QEMU with a non-zero status).
 QEMU_FLAVOUR=${QEMU_FLAVOUR:-default}
@@ -67,7 +80,7 @@ else
 fi
 
 key=$( { echo "$source_id"; echo "${CONFIGURE_FLAGS[*]}"; echo "meson=$MESON_VERSION pycotap=$PYCOTAP_VERSION";
-         echo "recipe=$RECIPE"; for p in "${patch_files[@]}"; do basename "$p"; cat "$p"; done;
+         echo "recipe=$RECIPE"; [ -z "$devices_file" ] || cat "$devices_file"; for p in "${patch_files[@]}"; do basename "$p"; cat "$p"; done;
          if [ -n "$mutant_file" ]; then echo "mutant=$MUTANT"; cat "$mutant_file"; fi; } | sha256_of_stdin)
 out="$CACHE_ROOT/qemu/$key"
 # One builder per key: a second run (another checkout, CI, a helper) waits for the first.
@@ -172,12 +185,14 @@ copy_source() {
     log "copying pristine tree to $1"
     cp -a "$srcdir/tree" "$1"
   fi
+  # configure finds --with-devices-ARCH=NAME only as configs/devices/<target>/NAME.mak
+  [ -z "$devices_file" ] || cp "$devices_file" "$1/configs/devices/$TARGET/nvme-hotswap.mak"
 }
 
 start=$(date +%s)
 if [ -n "$mutant_file" ] || [ "${QEMU_INCREMENTAL:-0}" = 1 ]; then
   base_key=$( { echo "$source_id"; echo "${CONFIGURE_FLAGS[*]}"; echo "meson=$MESON_VERSION pycotap=$PYCOTAP_VERSION";
-                echo "recipe=$RECIPE"; } | sha256_of_stdin)
+                echo "recipe=$RECIPE"; [ -z "$devices_file" ] || cat "$devices_file"; } | sha256_of_stdin)
   tree="$CACHE_ROOT/qemu/tree-$base_key"
   exec 8>"$tree.lock"
   flock -n 8 || { log "another build is using the work tree $tree; waiting for it"; flock 8; }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages needed to build QEMU and the guest (and to lint the scripts), once.
 # Why a script: a fresh machine has none of them, and CI must get exactly what a developer gets.
+# `install-host-deps.sh bench` also installs what `make bench` boots virtme-ng with (Debian's own
+# QEMU with 9p, depmod, busybox for vng's initramfs); the suite itself never uses them.
 set -euo pipefail
 
 PKGS=(
@@ -18,6 +20,11 @@ PKGS=(
   # qemu-img: test images in another format (drive_insert's [format] argument, test_drive_reconnect)
   qemu-utils
 )
+case "${1:-}" in
+  "") ;;
+  bench) PKGS+=(qemu-system-x86 kmod busybox-static) ;;
+  *) echo "error: unknown package group '$1' (the only one is: bench)" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -2,7 +2,8 @@
 
 Boots each variant in turn (interleaved, so a busy host slows all alike), BENCH_BOOTS rounds
 (default 5), and prints per variant the median, min and max of QEMU start -> working SSH session,
-plus the guest's own uptime when /init printed its "sshd ready" line. A variant is
+plus the guest's own uptime when /init printed its "sshd ready" line (bench.boot_once: one way to
+time a boot). A variant is
 NAME=GUEST_KERNEL[/GUEST_COMPRESS][+kernel args][@firmware file], e.g.
 
     .venv/bin/python -m nvme_hotswap.programs.boot_variants generic=bookworm cloud=bookworm-cloud \\
@@ -15,20 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 from ..config import ROOT, RunConfig
-from ..hotswap.rig import Rig
 from ..report import results
 from ..vm import accel
-from ..vm.topology import Topology
-
-UPTIME = re.compile(r"nvme-hotswap: uptime ([\d.]+) s")
+from . import bench
 
 
 def guest_for(cfg: RunConfig, kernel: str) -> str:
@@ -57,18 +53,10 @@ def main(argv: list[str]) -> int:
             if qemu_extra:   # the variant's firmware replaces the default one
                 arch = dataclasses.replace(variant.arch, firmware=tuple(qemu_extra))
                 variant = dataclasses.replace(variant, arch=arch)
-            artifacts = run / "boot-variants" / f"{name}-{round_}"
-            rig = Rig.boot(variant, choice, Topology.create(artifacts / "disks", controllers=3), artifacts,
-                           extra_kernel_args=kargs)
-            try:
-                rig.guest.check("true")
-                m = UPTIME.search(rig.vm.console_text())
-            finally:
-                rig.close()
-                shutil.rmtree(artifacts / "disks", ignore_errors=True)
-            seconds[name].append(rig.boot_seconds)
-            if m:
-                guest_uptime[name].append(float(m.group(1)))
+            boot = bench.boot_once(variant, choice, run / "boot-variants" / f"{name}-{round_}", kargs)
+            seconds[name].append(boot.seconds)
+            if boot.guest_uptime is not None:
+                guest_uptime[name].append(boot.guest_uptime)
     print(f"{'variant':24} {'median':>7} {'min':>6} {'max':>6}  guest uptime at sshd ready (median)  [{choice.accel}]")
     for name, guest, kargs, qemu_extra in variants:
         v, u = seconds[name], guest_uptime[name]
