@@ -100,7 +100,7 @@ key_extra=(); [ "$GUEST_KERNEL" = bookworm ] || key_extra=("kernel=$GUEST_KERNEL
 # Bump RECIPE when a change to this script changes the guest it builds: the key hashes the inputs
 # (pins, modules, embedded files) and RECIPE, not the script's text, so a fix to a message or a
 # comment does not cost a rebuild.
-RECIPE=1
+RECIPE=2
 key=$( { printf '%s\n' "${PACKAGES[@]}" "${MODULES[@]}" "compress=$COMPRESS" "${key_extra[@]}" "recipe=$RECIPE"; cat "${EMBEDDED[@]}"; } | sha256_of_stdin)
 out="$CACHE_ROOT/guest/$key"
 if cache_intact "$out"; then
@@ -256,10 +256,18 @@ copy_file "lib/$TRIPLET/$(basename "$LOADER")"
 mkdir -p "$rootfs/$(dirname "$LOADER")"
 [ -e "$rootfs/$LOADER" ] || ln -sf "/lib/$TRIPLET/$(basename "$LOADER")" "$rootfs/$LOADER"
 
-for t in modprobe depmod insmod rmmod lsmod modinfo; do mkdir -p "$rootfs/sbin"; ln -sf ../bin/kmod "$rootfs/sbin/$t"; done
+# kmod's tools live in $KMOD_DIR, not /sbin: while the kernel boots, a request_module() (the crypto
+# self-test of CTR-KDF asks for "crypto-hmac(sha256)") execs /sbin/modprobe from the initramfs, which
+# cost ~0.1 s of boot under TCG for a module that does not exist (hmac and sha256 are built in).
+# /init points /proc/sys/kernel/modprobe at $KMOD_DIR/modprobe once it runs, so later requests work.
+KMOD_DIR=usr/lib/nvme-hotswap/kmod
+KMOD_TOOLS=(modprobe depmod insmod rmmod lsmod modinfo)
+mkdir -p "$rootfs/$KMOD_DIR"
+for t in "${KMOD_TOOLS[@]}"; do ln -sf /bin/kmod "$rootfs/$KMOD_DIR/$t"; done
 copy_file bin/busybox
-while read -r applet; do   # busybox applets, unless a real tool (kmod) already has the name
+while read -r applet; do   # busybox applets, unless kmod has the name (nothing may answer /sbin/modprobe)
   name=$(basename "$applet")
+  [[ " ${KMOD_TOOLS[*]} " == *" $name "* ]] && continue
   [ -e "$rootfs/sbin/$name" ] || [ -e "$rootfs/bin/$name" ] || [ -e "$rootfs/usr/sbin/$name" ] && continue
   mkdir -p "$rootfs/$(dirname "$applet")"
   [ -e "$rootfs/$applet" ] || ln -s /bin/busybox "$rootfs/$applet"

@@ -2,8 +2,8 @@
 # /init of the nvme-hotswap test guest: busybox sh, running as PID 1 from the initramfs.
 # Contract (see images/README.md): eth0 10.0.2.15/24 via 10.0.2.2 (or DHCP with guest.net=dhcp),
 # dropbear on port 22 with root's key only, then exactly "nvme-hotswap: sshd ready" on the console.
-# Modules are loaded with kmod's /sbin/modprobe (by full path: Debian's busybox sh prefers its own
-# applets over PATH, so a bare `modprobe` is busybox's), so `module.param=value` on the kernel command line applies
+# Modules are loaded with kmod's modprobe (by full path, $KMOD/modprobe: Debian's busybox sh prefers its own
+# applets over PATH, and there is no /sbin/modprobe, see build-guest.sh), so `module.param=value` on the kernel command line applies
 # (e.g. nvme_core.multipath=N). PID 1 must never exit (the kernel would panic): errors are reported
 # on the console and the script goes on.
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin HOME=/root TERM=linux
@@ -41,8 +41,10 @@ done
 # The modules build-guest.sh shipped, in its order (crc helpers, nvme, virtio: the controllers reset
 # in the background while the network comes up). One modprobe run for all (each run of kmod costs
 # tens of ms under TCG).
+KMOD=/usr/lib/nvme-hotswap/kmod
+echo "$KMOD/modprobe" > /proc/sys/kernel/modprobe   # the kernel's request_module() from now on
 mods=$(cat /etc/guest-modules)
-/sbin/modprobe -a $mods || say "modprobe -a $mods failed"
+"$KMOD/modprobe" -a $mods || say "modprobe -a $mods failed"
 say "modules loaded at $(uptime_s) s"
 
 ip link set lo up
