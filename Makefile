@@ -87,7 +87,7 @@ check-series: venv ## checkpatch and QEMU's nvme and HMP qtests on the patched b
 # sooner); the host packages come first, as both need them.
 check-acceptance: ## build what is missing, run tests/acceptance, write the evidence report
 	@set -o pipefail; bash scripts/install-host-deps.sh && \
-	{ $(MAKE) --no-print-directory venv >&2 & venv_pid=$$!; } && \
+	{ $(MAKE) --no-print-directory -s venv >&2 & venv_pid=$$!; } && \
 	{ $(RESOLVE_PRODUCTS) || { kill $$venv_pid 2>/dev/null; exit 1; }; } && \
 	{ wait $$venv_pid || { echo "make venv failed (its message is above)" >&2; exit 1; }; } && \
 	echo "QEMU under test: $$qemu" && echo "guest: $$guest" && \

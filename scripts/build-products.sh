@@ -4,8 +4,9 @@
 #   guest=<guest dir>
 # Why: on a fresh machine the guest's downloads and assembly (network and disk) fit inside QEMU's
 # compile (CPU), so the first test result comes that much sooner. QEMU or GUEST_DIR given in the
-# environment are taken as they are. The first build to fail ends the other by its PID and this
-# script with status 1; the build has said why on stderr (one message, not two).
+# environment are taken as they are. The first build to fail ends the other and this script with
+# status 1; the build has said why on stderr. Each build runs in a process group of its own (setsid),
+# ended as a whole by its PID: a failure, Ctrl-C or SIGTERM leaves no compiler or download running.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -15,15 +16,15 @@ if [ -z "${QEMU:-}" ] || [ -z "${GUEST_DIR:-}" ]; then bash "$here/install-host-
 
 out=$(mktemp -d)
 declare -A pids=()   # pid -> what it builds
-end_all() { for p in "${!pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+end_all() { for p in "${!pids[@]}"; do kill -- "-$p" 2>/dev/null || true; done; }
 trap 'end_all; rm -rf "$out"' EXIT
 trap 'exit 130' INT TERM
 if [ -z "${QEMU:-}" ]; then
-  bash "$here/build-qemu.sh" > "$out/qemu" &
+  setsid bash "$here/build-qemu.sh" > "$out/qemu" &
   pids[$!]=qemu
 fi
 if [ -z "${GUEST_DIR:-}" ]; then
-  bash "$top/images/build-guest.sh" > "$out/guest" &
+  setsid bash "$top/images/build-guest.sh" > "$out/guest" &
   pids[$!]=guest
 fi
 while [ ${#pids[@]} -gt 0 ]; do

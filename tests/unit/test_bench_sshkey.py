@@ -1,15 +1,17 @@
-"""Pure helpers: the bench's one-patch edit, its table, and the per-run SSH key."""
+"""Pure helpers: the bench's one-patch edit, its table, virtme-ng's errors, and the per-run SSH key."""
 import contextlib
 import io
+import json
 import os
 import stat
 import tempfile
 import unittest
 from pathlib import Path
+from unittest import mock
 
 from nvme_hotswap import config
 from nvme_hotswap.guest import sshkey
-from nvme_hotswap.programs import bench
+from nvme_hotswap.programs import bench, vng
 
 
 class EditedSeries(unittest.TestCase):
@@ -42,9 +44,6 @@ class RunKey(unittest.TestCase):
         self.assertNotIn(" ", sshkey.kernel_arg())
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 class Table(unittest.TestCase):
     def test_a_missed_target_says_by_how_much(self) -> None:
@@ -56,3 +55,55 @@ class Table(unittest.TestCase):
         self.assertIn("misses by 112.50", lines["check_s"])
         self.assertIn("yes", lines["rebuild_mutant_s"])
         self.assertIn("min 2.20 max 2.40 over 3", lines["rebuild_mutant_s"])
+
+    def test_vng_ratio_row_says_why_and_the_guest_uptime_beside_the_wall_time(self) -> None:
+        out = io.StringIO()
+        figures = {
+            "boot_to_ssh_s": {"median": 2.3, "min": 2.2, "max": 2.9, "runs": 5, "accel": "tcg",
+                              "guest_uptime_at_sshd_ready": {"median": 1.9, "min": 1.8, "max": 2.4, "runs": 5}},
+            "vng_vs_suite_boot_ratio": 5.2, "vng_note": "kernel abc (bookworm), vng /usr/bin/qemu-system-x86_64, tcg"}
+        with contextlib.redirect_stdout(out):
+            bench.print_table(figures)
+        lines = {ln.split()[0]: ln for ln in out.getvalue().splitlines()}
+        self.assertIn("misses by 0.70", lines["boot_to_ssh_s"])
+        self.assertIn("guest uptime at sshd ready 1.90", lines["boot_to_ssh_s"])
+        self.assertIn("NO", lines["vng_vs_suite_boot_ratio"])
+        self.assertIn("misses by 2.80", lines["vng_vs_suite_boot_ratio"])
+        self.assertIn("kernel abc (bookworm)", lines["vng_vs_suite_boot_ratio"])
+
+
+class Vng(unittest.TestCase):
+    def test_a_missing_host_tool_is_named_with_its_package(self) -> None:
+        with mock.patch.object(vng, "QEMU", Path("/nonexistent/qemu-system-x86_64")), \
+                mock.patch.object(Path, "exists", lambda p: str(p) != "/nonexistent/qemu-system-x86_64"):
+            why = vng.problem()
+        self.assertEqual(why, "/nonexistent/qemu-system-x86_64 is missing (Debian package qemu-system-x86: "
+                              "scripts/install-host-deps.sh bench)")
+
+    def test_its_own_error_is_carried_with_its_last_lines(self) -> None:
+        """vng's exit status and last lines reach the bench table (here a stand-in vng that fails)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            fake = Path(tmp) / "bin"
+            fake.mkdir()
+            (fake / "vng").write_text("#!/bin/sh\necho 'mount: mounting /dev/root failed'\n"
+                                      "echo 'Failed to mount real root.  We are stuck.'\nexit 255\n")
+            (fake / "vng").chmod(0o755)
+            with mock.patch.object(vng.sys, "executable", str(fake / "python")), \
+                    self.assertRaisesRegex(vng.VngError, r"vng exited 255: mount: mounting /dev/root failed / "
+                                                         r"Failed to mount real root\.  We are stuck\."):
+                vng.boot_seconds(Path(tmp) / "vmlinuz", Path(tmp) / "vng.log")
+
+    def test_a_guest_whose_kernel_package_is_gone_is_named(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            guest = Path(tmp) / "guest"
+            guest.mkdir()
+            (guest / "manifest.json").write_text(json.dumps({
+                "kernel_release": "6.1.0-50-amd64", "packages": {"linux-image-6.1.0-50-amd64": "6.1.176-1"}}))
+            cfg = config.RunConfig.from_env({"NVME_HOTSWAP_CACHE": str(Path(tmp) / "cache"), "PATH": "/usr/bin"})
+            with self.assertRaisesRegex(vng.VngError, r"linux-image-6\.1\.0-50-amd64_6\.1\.176-1_amd64\.deb is "
+                                                      r"missing: run images/build-guest\.sh with GUEST_KERNEL=bookworm"):
+                vng.kernel_package(cfg, guest)
+
+
+if __name__ == "__main__":
+    unittest.main()
