@@ -100,8 +100,9 @@ class Vng(unittest.TestCase):
             (guest / "manifest.json").write_text(json.dumps({
                 "kernel_release": "6.1.0-50-amd64", "packages": {"linux-image-6.1.0-50-amd64": "6.1.176-1"}}))
             cfg = config.RunConfig.from_env({"NVME_HOTSWAP_CACHE": str(Path(tmp) / "cache"), "PATH": "/usr/bin"})
-            with self.assertRaisesRegex(vng.VngError, r"linux-image-6\.1\.0-50-amd64_6\.1\.176-1_amd64\.deb is "
-                                                      r"missing: run images/build-guest\.sh with GUEST_KERNEL=bookworm"):
+            missing = (r"linux-image-6\.1\.0-50-amd64_6\.1\.176-1_amd64\.deb is missing: "
+                       r"run images/build-guest\.sh with GUEST_KERNEL=bookworm")
+            with self.assertRaisesRegex(vng.VngError, missing):
                 vng.kernel_package(cfg, guest)
 
 

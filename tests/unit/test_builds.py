@@ -27,7 +27,7 @@ class BuildProducts(unittest.TestCase):
 
     def run_script(self, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["bash", "scripts/build-products.sh"], cwd=ROOT, env={**self.env, **env},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60)
 
     def test_given_products_are_printed_as_shell_assignments(self) -> None:
         """A path with a blank and a quote survives `eval` in the Makefile's recipe."""
@@ -93,8 +93,8 @@ class LeanDevices(unittest.TestCase):
                 self.assertIn(needed, lines, f"{name}.mak")
 
     def test_unknown_device_set_is_refused_by_name(self) -> None:
-        proc = subprocess.run(["bash", "scripts/build-qemu.sh"], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, timeout=30,
+        proc = subprocess.run(["bash", "scripts/build-qemu.sh"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=30,
                               env={"PATH": os.environ["PATH"], "HOME": "/nonexistent", "QEMU_DEVICES": "tiny"})
         self.assertEqual(proc.returncode, 1)
         self.assertIn("QEMU_DEVICES must be lean or default (got tiny)", proc.stderr)
@@ -110,8 +110,8 @@ class LeanDevices(unittest.TestCase):
 
 class HostDeps(unittest.TestCase):
     def test_unknown_package_group_is_refused_before_apt(self) -> None:
-        proc = subprocess.run(["bash", "scripts/install-host-deps.sh", "benhc"], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, timeout=30)
+        proc = subprocess.run(["bash", "scripts/install-host-deps.sh", "benhc"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=30)
         self.assertEqual(proc.returncode, 2)
         self.assertIn("unknown package group 'benhc' (the only one is: bench)", proc.stderr)
 
