@@ -2,7 +2,8 @@
 # Install the Debian packages needed to build QEMU and the guest (and to lint the scripts), once.
 # Why a script: a fresh machine has none of them, and CI must get exactly what a developer gets.
 # `install-host-deps.sh bench` also installs what `make bench` boots virtme-ng with (Debian's own
-# QEMU with 9p, depmod, busybox for vng's initramfs); the suite itself never uses them.
+# QEMU with 9p, depmod, busybox for vng's initramfs, udevd: without it vng's guest cannot find its
+# virtio-serial ports and vng exits 255); the suite itself never uses them.
 set -euo pipefail
 
 PKGS=(
@@ -22,7 +23,7 @@ PKGS=(
 )
 case "${1:-}" in
   "") ;;
-  bench) PKGS+=(qemu-system-x86 kmod busybox-static) ;;
+  bench) PKGS+=(qemu-system-x86 kmod busybox-static udev) ;;
   *) echo "error: unknown package group '$1' (the only one is: bench)" >&2; exit 2 ;;
 esac
 

@@ -7,8 +7,12 @@ Figures (seconds):
   qemu_build_cached_s   scripts/build-qemu.sh answering from the cache
   guest_build_cold_s    images/build-guest.sh, as recorded in the guest's manifest
   guest_build_cached_s  images/build-guest.sh answering from the cache
-  boot_to_ssh_s         QEMU start to a working SSH session, BENCH_BOOTS (default 5) boots of the
-                        three-controller topology; median, min, max and the accelerator used
+  boot_to_ssh_s         QEMU start to the first SSH command done, BENCH_BOOTS (default 5) boots of the
+                        three-controller topology; median, min, max, the accelerator used, and the
+                        guest's own uptime at "sshd ready" (a noisy host stretches both)
+  vng_vs_suite_boot_ratio  the same Debian kernel booted by virtme-ng to its first command (whole
+                        process, Debian's qemu-system-x86_64, TCG) over the suite's boot, BENCH_VNG
+                        (default 5) pairs alternating; 0 skips it (programs/vng.py)
   aer_recovery_s        after drive_del + drive_insert on controller 2: pcie_aer_inject_error SDN at its
                         root port to the first successful O_DIRECT read of its disk in the guest
                         (median of BENCH_SWAPS, 5)

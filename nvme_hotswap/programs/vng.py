@@ -85,11 +85,12 @@ def problem() -> str | None:
     return None
 
 
-def boot_seconds(vmlinuz: Path, log: Path) -> float:
-    """One `vng --exec true` as a whole process, TCG; raises VngError with vng's own words."""
+def run_vng(vmlinuz: Path, log: Path, verbose: bool = False) -> tuple[int, float]:
+    """`vng --exec true` as a whole process, TCG: (exit status, seconds). Bounded; on the bound its
+    process group (vng, virtme-run, their QEMU) is ended by its PID."""
     venv_bin = Path(sys.executable).parent
-    cmd = [str(venv_bin / "vng"), "--run", str(vmlinuz), "--disable-kvm", "--force-9p", "--qemu", str(QEMU),
-           "--exec", "true"]
+    cmd = [str(venv_bin / "vng"), *(["--verbose"] if verbose else []), "--run", str(vmlinuz), "--disable-kvm",
+           "--force-9p", "--qemu", str(QEMU), "--exec", "true"]
     env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}")
     start = time.monotonic()
     with open(log, "w") as out:
@@ -98,11 +99,19 @@ def boot_seconds(vmlinuz: Path, log: Path) -> float:
         try:
             rc = proc.wait(timeout=BOOT_BOUND_S)
         except subprocess.TimeoutExpired as e:
-            os.killpg(proc.pid, signal.SIGKILL)   # vng, virtme-run and their QEMU: its own process group
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise VngError(f"vng did not finish within {BOOT_BOUND_S} s (log: {log})") from e
-    seconds = time.monotonic() - start
+    return rc, time.monotonic() - start
+
+
+def boot_seconds(vmlinuz: Path, log: Path) -> float:
+    """One timed boot; a failure raises VngError with vng's own last lines (quiet vng says nothing
+    when it fails, so it is run once more with --verbose for them)."""
+    rc, seconds = run_vng(vmlinuz, log)
     if rc != 0:
-        tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-3:]
-        raise VngError(f"vng exited {rc}: {' / '.join(tail) or 'no output'} (log: {log})")
+        verbose_log = log.with_suffix(".verbose.log")
+        run_vng(vmlinuz, verbose_log, verbose=True)
+        tail = [ln.strip() for ln in verbose_log.read_text(errors="replace").splitlines() if ln.strip()][-3:]
+        raise VngError(f"vng exited {rc}: {' / '.join(tail) or 'no output'} (log: {verbose_log})")
     return seconds
