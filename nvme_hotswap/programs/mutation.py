@@ -16,6 +16,12 @@ A control run comes first: the same scenarios on our QEMU build without the seri
 cancel with a "QEMU lacks ..." reason, none may run or fail (a test that needs the series but
 lacks its `needs:` tag shows up here).
 
+Verdicts are kept ($CACHE/mutation-check-verdicts.json) under suite_key: the build's cache key (source,
+series, mutant, flags, device list), the guest's, and the suite's own files, Python pins and
+firmware. A mutant (or the control) whose key has a kept verdict is not run again: its row says
+"kept verdict". Any change to a test, the harness, the series, a mutant or the guest runs it again;
+MUTATION_FRESH=1 runs everything again. Only a killed mutant and a control that behaved are kept.
+
     make check-mutants                                   # every mutant
     MUTANTS="no-aen-on-plug unplug-keeps-nsid" make check-mutants   # only these
 """
@@ -32,6 +38,7 @@ from typing import NotRequired, TypedDict
 from ..config import ROOT, RunConfig
 from ..report import junit, results
 from .proc import end_children, run_logged, sigterm_as_interrupt
+from .suite_key import suite_key
 
 MUTANTS_DIR = ROOT / "patches" / "mutants"
 SELECT = "needs_nvme_ns_hotplug or needs_drive_insert or needs_reconnect_qmp"
@@ -68,6 +75,8 @@ class Row(TypedDict):
     qemu: NotRequired[str]
     error: NotRequired[str]
     cancelled: NotRequired[int]     # the control only
+    kept: NotRequired[str]          # the suite_key whose kept verdict this row is
+    killer: NotRequired[str | None]  # a kept verdict's killing test
 
 
 def junit_outcome(path: Path) -> JunitOutcome:
@@ -86,6 +95,7 @@ def xdist() -> list[str]:
 
 
 KILLERS = "mutation-killers.json"   # in the cache root: mutant -> the test that killed it last time
+VERDICTS = "mutation-check-verdicts.json"   # in the cache root: suite_key -> a kept verdict
 
 
 def node_id(case: junit.Case) -> str:
@@ -94,28 +104,36 @@ def node_id(case: junit.Case) -> str:
     return f"{module.replace('.', '/')}.py::{cls}::{case.name}"
 
 
-def build_and_run(row: Row, build_env: dict[str, str], pytest_args: list[str],
-                  folder: Path, guest: str, first: str | None = None, selection: bool = True) -> Path | None:
-    """Build QEMU with `build_env` (MUTANT= or PATCHES=), run pytest on it; return its junit.xml.
-
-    Fills the row's build/test seconds; on a failed build or a run without junit.xml it sets
-    row["error"] and returns None. `first`: a test to run alone before the selection (the one that
-    killed this mutant last time); if it fails, that is the verdict and the selection is not run
-    (nor with `selection=False`, whatever `first` did).
-    """
+def build(row: Row, build_env: dict[str, str], folder: Path) -> str | None:
+    """Build QEMU with `build_env` (MUTANT= or PATCHES=); the binary, or None with row["error"] set."""
     folder.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in (results.RUN_DIR_ENV, "QEMU", "PYTEST_ADDOPTS")}
     start = time.monotonic()
-    rc, binary = run_logged(["bash", "scripts/build-qemu.sh"], {**env, **build_env}, folder / "build.log")
+    rc, binary = run_logged(["bash", "scripts/build-qemu.sh"], {**child_env(), **build_env}, folder / "build.log")
     row["build_seconds"] = round(time.monotonic() - start)
     row["build_cached"] = "cached build" in (folder / "build.log").read_text()
     if rc != 0 or not Path(binary).is_file():
         row["error"] = f"{row['mutant']} does not apply or does not build (see {folder / 'build.log'})"
         return None
     row["qemu"] = binary
+    return binary
+
+
+def child_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in (results.RUN_DIR_ENV, "QEMU", "PYTEST_ADDOPTS")}
+
+
+def run_tests(row: Row, binary: str, pytest_args: list[str], folder: Path, guest: str, first: str | None = None,
+              selection: bool = True) -> Path | None:
+    """Run pytest on `binary`; return its junit.xml (None with row["error"] set if there is none).
+
+    Fills the row's test seconds and counts. `first`: a test to run alone before the selection (the
+    one that killed this mutant last time); if it fails, that is the verdict and the selection is not
+    run (nor with `selection=False`, whatever `first` did).
+    """
     start = time.monotonic()
-    test_env = {**env, "QEMU": binary, "GUEST_DIR": guest}
+    test_env = {**child_env(), "QEMU": binary, "GUEST_DIR": guest}
     junit_xml = folder / "first" / "latest" / "junit.xml"
+    rc = 0
     if first:
         rc, _ = run_logged([sys.executable, "-m", "pytest", first, "-p", "no:cacheprovider"],
                            {**test_env, "RESULTS_DIR": str(folder / "first")}, folder / "pytest-first.log")
@@ -133,23 +151,65 @@ def build_and_run(row: Row, build_env: dict[str, str], pytest_args: list[str],
     return junit_xml
 
 
+class KeptVerdicts:
+    """$CACHE/mutation-check-verdicts.json: suite_key -> the verdict (row fields and killer) of a
+    killed mutant or a control that behaved. Written after each verdict, atomically."""
+
+    FIELDS = ("tests_run", "failed", "first_failure", "killed", "cancelled")
+
+    def __init__(self, path: Path, fresh: bool = False) -> None:
+        self.path = path
+        try:
+            self.data: dict[str, dict] = {} if fresh else json.loads(path.read_text())
+        except (OSError, ValueError):   # none yet, or damaged: it only costs time
+            self.data = {}
+
+    def recall(self, key: str, row: Row) -> bool:
+        """Fill `row` from the verdict kept under `key` (row["killer"]: the test that killed it); False if none."""
+        got = self.data.get(key)
+        if not got:
+            return False
+        for f in (*self.FIELDS, "killer"):
+            if f in got:
+                row[f] = got[f]   # type: ignore[literal-required]
+        row["kept"] = key
+        return True
+
+    def keep(self, key: str, row: Row, killer: str | None) -> None:
+        if not row["killed"]:
+            return
+        self.data[key] = {**{f: row[f] for f in self.FIELDS if f in row}, "killer": killer}   # type: ignore[literal-required]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+        tmp.replace(self.path)
+
+
 def new_row(name: str, breaks: str) -> Row:
     return {"mutant": name, "breaks": breaks, "tests_run": 0, "failed": 0, "first_failure": "",
             "killed": False, "build_seconds": 0, "test_seconds": 0}
 
 
-def check(name: str, diff: Path, folder: Path, guest: str, first: str | None, selection: bool = True
-          ) -> tuple[Row, str | None]:
+def check(name: str, diff: Path, folder: Path, guest: str, first: str | None, kept: KeptVerdicts,
+          selection: bool = True) -> tuple[Row, str | None]:
     """A mutant is killed when at least one scenario failed or errored on it (-x: the first will do).
     `first` (the test that killed it last time) runs first, alone; `selection=False` stops there.
+    A kept verdict under the same suite_key is taken instead of running anything.
     Returns the row and the test that killed it (None: not killed)."""
     row = new_row(name, description(diff))
-    junit_xml = build_and_run(row, {"MUTANT": name}, ["-x"], folder, guest, first, selection)
+    binary = build(row, {"MUTANT": name}, folder)
+    if binary is None:
+        return row, None
+    key = suite_key(Path(binary).parent.parent.name, guest)
+    if kept.recall(key, row):
+        return row, row.get("killer")
+    junit_xml = run_tests(row, binary, ["-x"], folder, guest, first, selection)
     if junit_xml is None:
         return row, None
     row["killed"] = row["failed"] > 0
     failed = [c for c in junit.read(junit_xml) if c.outcome in ("failed", "error")]
-    return row, node_id(failed[0]) if failed else None
+    killer = node_id(failed[0]) if failed else None
+    kept.keep(key, row, killer)
+    return row, killer
 
 
 def side_by_side() -> int:
@@ -158,10 +218,16 @@ def side_by_side() -> int:
     return max(1, int(os.environ.get("JOBS") or min(os.cpu_count() or 1, 4)))
 
 
-def check_unpatched(folder: Path, guest: str) -> Row:
+def check_unpatched(folder: Path, guest: str, kept: KeptVerdicts) -> Row:
     """The control: on QEMU without the series every selected scenario cancels with a reason."""
     row = new_row("(control) no series", "the whole series is absent: every scenario must cancel, none may run")
-    junit_xml = build_and_run(row, {"PATCHES": "none"}, [], folder, guest)
+    binary = build(row, {"PATCHES": "none"}, folder)
+    if binary is None:
+        return row
+    key = suite_key(Path(binary).parent.parent.name, guest)
+    if kept.recall(key, row):
+        return row
+    junit_xml = run_tests(row, binary, [], folder, guest)
     if junit_xml is None:
         return row
     cases = junit.read(junit_xml)
@@ -173,6 +239,7 @@ def check_unpatched(folder: Path, guest: str) -> Row:
     if not row["killed"]:
         row["first_failure"] = (row["first_failure"] or (unexplained[0] if unexplained else "")
                                 or f"{row['tests_run']} scenarios ran without the series")
+    kept.keep(key, row, None)
     return row
 
 
@@ -183,8 +250,9 @@ def table(rows: list[Row]) -> str:
     for r in rows:
         first = r.get("error") or r["first_failure"] or "-"
         build = f"{r['build_seconds']}{' (cached)' if r.get('build_cached') else ''}"
+        tests = f"{r['test_seconds']}{' (kept verdict)' if r.get('kept') else ''}"
         cells = [r["mutant"], r["breaks"], r["tests_run"], r["failed"], first,
-                 "yes" if r["killed"] else "**NO**", build, r["test_seconds"]]
+                 "yes" if r["killed"] else "**NO**", build, tests]
         out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(out) + "\n"
 
@@ -210,13 +278,15 @@ def main() -> int:
         killers: dict[str, str] = json.loads(killers_file.read_text()) if killers_file.is_file() else {}
     except ValueError:   # a damaged record only costs time: start afresh
         killers = {}
+    kept = KeptVerdicts(cfg.cache_root / VERDICTS, fresh=os.environ.get("MUTATION_FRESH") == "1")
     rows: list[Row] = []
     if not wanted:
         print("control: the scenarios on QEMU without the series must all cancel ...", flush=True)
-        rows.append(check_unpatched(run / "mutants" / "control-no-series", guest))
+        rows.append(check_unpatched(run / "mutants" / "control-no-series", guest, kept))
         control = rows[-1]
         verdict = "as expected" if control["killed"] else "WRONG: " + (control.get("error") or control["first_failure"])
-        print(f"control: {control.get('cancelled', 0)} cancelled, {control['tests_run']} ran ({verdict})", flush=True)
+        print(f"control: {control.get('cancelled', 0)} cancelled, {control['tests_run']} ran ({verdict})"
+              + (" [kept verdict: nothing it depends on changed]" if control.get("kept") else ""), flush=True)
     def report(name: str, row: Row, killer: str | None) -> None:
         if killer:
             killers[name] = killer
@@ -225,6 +295,8 @@ def main() -> int:
         killers_file.write_text(json.dumps(killers, indent=2, sort_keys=True) + "\n")
         verdict = row.get("error") or ("killed by " + str(row["first_failure"]) if row["killed"]
                                        else f"SURVIVED {row['tests_run']} tests")
+        if row.get("kept"):
+            verdict += " [kept verdict: nothing it depends on changed]"
         print(f"mutant {name}: {verdict} (build {row['build_seconds']} s, tests {row['test_seconds']} s)",
               flush=True)
 
@@ -236,7 +308,7 @@ def main() -> int:
           f"{len(diffs) - len(known)} without one, one at a time", flush=True)
     with concurrent.futures.ThreadPoolExecutor(side_by_side()) as pool:
         futures = {pool.submit(check, d.stem, d, run / "mutants" / d.stem / "known-killer", guest,
-                               killers[d.stem], False): d.stem for d in known}
+                               killers[d.stem], kept, False): d.stem for d in known}
         try:
             for future in concurrent.futures.as_completed(futures):
                 name = futures[future]
@@ -255,7 +327,7 @@ def main() -> int:
         if diff.stem in verdicts:
             continue
         print(f"mutant {diff.stem}: building and running the scenarios ...", flush=True)
-        row, killer = check(diff.stem, diff, run / "mutants" / diff.stem, guest, None)
+        row, killer = check(diff.stem, diff, run / "mutants" / diff.stem, guest, None, kept)
         verdicts[diff.stem] = row
         report(diff.stem, row, killer)
     rows += [verdicts[d.stem] for d in diffs]

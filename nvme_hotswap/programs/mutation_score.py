@@ -56,6 +56,7 @@ from pathlib import Path
 from ..config import ROOT, RunConfig
 from ..report import junit, results
 from .proc import run_logged, sigterm_as_interrupt
+from .suite_key import suite_key
 
 PATCH_TESTS = {   # patch number -> (pytest -m selection, qtests)
     "0001": ("needs_nvme_ns_hotplug", ("nvme-hotplug-test", "qos-test")),
@@ -140,17 +141,6 @@ def read_equivalents(path: Path = EQUIVALENT_LIST) -> dict[tuple[str, str, str],
                                  f"got {len(parts)}")
             out[(parts[0], parts[1].strip(), parts[2].strip())] = parts[3].strip()
     return out
-
-
-def suite_key(series_key: str, guest: str) -> str:
-    """What decides a verdict besides the mutant: the series build, the guest, and the suite's
-    own files (tests, harness, the qtest runner)."""
-    h = hashlib.sha256(f"{series_key}\0{Path(guest).name}\0".encode())
-    files = sorted([*(ROOT / "tests").rglob("*.py"), *(ROOT / "nvme_hotswap").rglob("*.py"),
-                    ROOT / "scripts" / "check-series.sh", ROOT / "conftest.py"])
-    for f in files:
-        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
 
 
 class VerdictStore:
