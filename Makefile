@@ -31,8 +31,9 @@ export QEMU_FLAVOUR QEMU_DEVICES
 # lines below that start with `## `.
 ## variables: QEMU=/path/to/qemu-system-x86_64  QEMU_SRC=/path/to/qemu.git  ACCEL=auto|kvm|tcg  PYTEST_ARGS=...
 ##            JOBS=N (tests side by side, default: CPUs, at most 4; JOBS=1 one at a time)
-##            GUEST_KERNEL=bookworm-cloud|bookworm|trixie (guest kernel: bookworm-cloud, the default, is
-##              Debian 12's 6.1 cloud flavour; bookworm Debian 12's generic 6.1; trixie Debian 13's 6.12)
+##            GUEST_KERNEL=bookworm-cloud|bookworm|trixie|sid (guest kernel: bookworm-cloud, the default, is
+##              Debian 12's 6.1 cloud flavour; bookworm Debian 12's generic 6.1; trixie Debian 13's 6.12;
+##              sid unstable's cloud kernel, 7.2)
 ##            GUEST_ARCH=x86_64|aarch64 (guest architecture: q35, default, or arm64 on virt)
 ##            QEMU_FLAVOUR=asan (our QEMU with AddressSanitizer: a leak or use-after-free report fails its test)
 

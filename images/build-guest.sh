@@ -11,10 +11,11 @@
 #
 # GUEST_COMPRESS=none|gzip|zstd|lz4 selects the initramfs compression (default none: under TCG the
 # kernel inflates a gzip'd 16 MB initramfs in ~0.3 s, more than loading it uncompressed costs).
-# GUEST_KERNEL=bookworm-cloud|bookworm|trixie selects the kernel: Debian 12's 6.1 cloud flavour (the
+# GUEST_KERNEL=bookworm-cloud|bookworm|trixie|sid selects the kernel: Debian 12's 6.1 cloud flavour (the
 # default on x86_64: fewer drivers, nvme built in, ~0.3 s faster to boot under TCG), Debian 12's
-# generic 6.1 (the default on aarch64), or Debian 13's 6.12 cloud kernel (fetched through a second
-# private apt state). Userland is bookworm's in all.
+# generic 6.1 (the default on aarch64), Debian 13's 6.12 cloud kernel, or unstable's cloud kernel (the
+# newest Debian ships, pinned below as of the day it was added; fetched through a private apt state of
+# their own). Userland is bookworm's in all.
 # GUEST_ARCH=x86_64|aarch64 selects the guest's architecture (default x86_64). aarch64 takes the same
 # pins for arm64 (Debian 12's linux-image-6.1.0-50-arm64, an uncompressed Image booted on QEMU's
 # `virt` machine); the build-time tools (depmod, dropbearkey, busybox's applet list) then run from the
@@ -47,11 +48,24 @@ case "$GUEST_KERNEL" in
   trixie)    # trixie's linux-image-cloud-amd64 6.12: nvme, AER, pciehp, DPC, virtio-pci built in.
     KERNEL_ABI=6.12.117+deb13-cloud-amd64
     KERNEL_VERSION=6.12.117-1 ;;
-  *) die "GUEST_KERNEL must be bookworm, bookworm-cloud or trixie (got $GUEST_KERNEL)" ;;
+  sid)       # unstable's linux-image-cloud-amd64 on 2026-12-02: 7.2; nvme, AER, pciehp, DPC, virtio-pci built
+             # in. Unstable moves on: when the archive drops this version, set the newest one here.
+    [ "$GUEST_ARCH" = x86_64 ] || die "GUEST_KERNEL=sid is amd64 only"
+    KERNEL_ABI=7.2.13+deb14-cloud-amd64
+    KERNEL_VERSION=7.2.13-1 ;;
+  *) die "GUEST_KERNEL must be bookworm, bookworm-cloud, trixie or sid (got $GUEST_KERNEL)" ;;
 esac
+# The kernel's packages: one linux-image up to trixie; unstable splits it into the image's files
+# (linux-base: config, modules.order, modules.builtin), the kernel (linux-binary) and its modules.
+if [ "$GUEST_KERNEL" = sid ]; then
+  KERNEL_PACKAGES=("linux-base-$KERNEL_ABI=$KERNEL_VERSION" "linux-binary-$KERNEL_ABI=$KERNEL_VERSION"
+                   "linux-modules-$KERNEL_ABI=$KERNEL_VERSION")
+else
+  KERNEL_PACKAGES=("linux-image-$KERNEL_ABI=$KERNEL_VERSION")
+fi
 KERNEL_SUITE=${GUEST_KERNEL%-cloud}
 PACKAGES=(
-  "linux-image-$KERNEL_ABI=$KERNEL_VERSION"
+  "${KERNEL_PACKAGES[@]}"
   busybox-static=1:1.35.0-4+deb12u1+b1
   dropbear-bin=2022.83-1+deb12u3
   nvme-cli=2.4+really2.3-3
@@ -89,6 +103,8 @@ MODULES=(crc64_rocksoft_generic crct10dif_pclmul crct10dif_generic nvme-core nvm
 # virtio_pci a module, trixie's builds it in too (and compresses its modules: .ko.xz).
 [ "$GUEST_KERNEL" != bookworm-cloud ] || MODULES=(crct10dif_pclmul virtio_pci virtio_net virtio_blk)
 [ "$GUEST_KERNEL" != trixie ] || MODULES=(crct10dif_pclmul virtio_net virtio_blk)
+# unstable's has no crct10dif module any more (the CRC library carries its x86 code) and builds virtio-pci in.
+[ "$GUEST_KERNEL" != sid ] || MODULES=(virtio_net virtio_blk)
 BINARIES=(usr/sbin/nvme usr/sbin/dropbear bin/kmod)
 EMBEDDED=("$here/init.sh" "$here/udhcpc.script")
 COMPRESS=${GUEST_COMPRESS:-none}
@@ -116,7 +132,7 @@ if cache_intact "$out"; then log "cached guest $key (built concurrently)"; echo 
 
 for t in cpio gzip xz flock python3 readelf; do command -v $t >/dev/null || die "$t is needed on the host (scripts/install-host-deps.sh)"; done
 [ "$COMPRESS" != zstd ] || command -v zstd >/dev/null || die "zstd is needed for GUEST_COMPRESS=zstd"
-[ "$GUEST_KERNEL" != trixie ] || command -v zstd >/dev/null || die "zstd is needed for GUEST_KERNEL=trixie (its bzImage payload is zstd)"
+case "$GUEST_KERNEL" in trixie|sid) command -v zstd >/dev/null || die "zstd is needed for GUEST_KERNEL=$GUEST_KERNEL (its bzImage payload may be zstd)" ;; esac
 [ "$GUEST_KERNEL" != bookworm-cloud ] || command -v lz4 >/dev/null || die "lz4 is needed for GUEST_KERNEL=bookworm-cloud (its bzImage payload is lz4)"
 start=$(date +%s.%N)
 
@@ -153,11 +169,13 @@ fetch() {  # fetch ARCH SUITE PKG=VER... : download the pins not yet in $debs fr
     fi
   fi
 }
-# PACKAGES[0] is the kernel (from $KERNEL_SUITE), the rest bookworm's userland; a foreign guest also
-# needs the host's build of the userland pins, for the tools this script runs.
-fetch "$DEB_ARCH" "$KERNEL_SUITE" "${PACKAGES[0]}"
-fetch "$DEB_ARCH" "$SUITE" "${PACKAGES[@]:1}"
-[ "$DEB_ARCH" = "$HOST_DEB_ARCH" ] || fetch "$HOST_DEB_ARCH" "$SUITE" "${PACKAGES[@]:1}"
+# PACKAGES starts with the kernel's (from $KERNEL_SUITE), the rest is bookworm's userland; a foreign guest
+# also needs the host's build of the userland pins, for the tools this script runs.
+nk=${#KERNEL_PACKAGES[@]}
+USERLAND=("${PACKAGES[@]:$nk}")
+fetch "$DEB_ARCH" "$KERNEL_SUITE" "${KERNEL_PACKAGES[@]}"
+fetch "$DEB_ARCH" "$SUITE" "${USERLAND[@]}"
+[ "$DEB_ARCH" = "$HOST_DEB_ARCH" ] || fetch "$HOST_DEB_ARCH" "$SUITE" "${USERLAND[@]}"
 
 # --- unpack --------------------------------------------------------------------------------------
 work=$(mktemp -d "$CACHE_ROOT/guest/.work.XXXXXX")
@@ -171,21 +189,24 @@ mkdir -p "$pkg" "$rootfs" "$stage"
 for p in "${PACKAGES[@]}"; do dpkg-deb -x "$(deb_file "$DEB_ARCH" "$p")" "$pkg"; done
 if [ "$DEB_ARCH" != "$HOST_DEB_ARCH" ]; then
   tools="$work/tools"; mkdir -p "$tools"
-  for p in "${PACKAGES[@]:1}"; do dpkg-deb -x "$(deb_file "$HOST_DEB_ARCH" "$p")" "$tools"; done
+  for p in "${USERLAND[@]}"; do dpkg-deb -x "$(deb_file "$HOST_DEB_ARCH" "$p")" "$tools"; done
 fi
 kver=$KERNEL_ABI
-[ -f "$pkg/boot/vmlinuz-$kver" ] || die "no /boot/vmlinuz-$kver in linux-image-$KERNEL_ABI"
 # trixie ships modules under /usr/lib/modules (merged /usr); bookworm's kmod looks in /lib/modules.
 if [ -d "$pkg/usr/lib/modules/$kver" ] && [ ! -e "$pkg/lib/modules/$kver" ]; then
   mkdir -p "$pkg/lib/modules"; mv "$pkg/usr/lib/modules/$kver" "$pkg/lib/modules/$kver"
 fi
+# The kernel image: /boot/vmlinuz-<abi> up to trixie, <modules dir>/vmlinuz in unstable's packages.
+vmlinuz=$pkg/boot/vmlinuz-$kver
+[ -f "$vmlinuz" ] || vmlinuz=$pkg/lib/modules/$kver/vmlinuz
+[ -f "$vmlinuz" ] || die "no /boot/vmlinuz-$kver nor /usr/lib/modules/$kver/vmlinuz in ${KERNEL_PACKAGES[*]}"
 libpath="$tools/lib/x86_64-linux-gnu:$tools/usr/lib/x86_64-linux-gnu"
 loader="$tools/lib64/ld-linux-x86-64.so.2"
 # Run a host binary from the unpacked packages with their own loader and libraries.
 toolrun() { "$loader" --library-path "$libpath" "$@"; }
 
 # --- kernel --------------------------------------------------------------------------------------
-cp "$pkg/boot/vmlinuz-$kver" "$stage/vmlinuz"
+cp "$vmlinuz" "$stage/vmlinuz"
 if [ "$GUEST_ARCH" = aarch64 ]; then
   # Debian's arm64 vmlinuz is the uncompressed Image already; QEMU's virt machine boots it as it is.
   [ "$(od -An -tx1 -j56 -N4 "$stage/vmlinuz" | tr -d ' ')" = 41524d64 ] || die "vmlinuz-$kver is not an arm64 Image"
@@ -220,7 +241,7 @@ kmodrun() { local tool=$1; shift; LD_LIBRARY_PATH=$libpath "$loader" --argv0 "$t
 kmodrun depmod -b "$pkg" "$kver"
 mods=$(kmodrun modprobe -d "$pkg" -S "$kver" --show-depends -a "${MODULES[@]}" | awk '$1 == "insmod" {print $2}' | sort -u)
 for m in "${MODULES[@]}"; do   # every module asked for must be among them
-  echo "$mods" | grep -qE "/${m//[-_]/[-_]}\.ko(\.xz|\.zst)?$" || die "module $m not found in linux-image-$KERNEL_ABI (built in? see /boot/config-$kver)"
+  echo "$mods" | grep -qE "/${m//[-_]/[-_]}\.ko(\.xz|\.zst)?$" || die "module $m not found in ${KERNEL_PACKAGES[*]} (built in? see its config)"
 done
 for m in $mods; do
   rel=${m#"$pkg"/}

@@ -109,7 +109,7 @@ debian_tree() {
   srcdir="$CACHE_ROOT/src/qemu-$QEMU_DEB_VERSION"
   if [ ! -f "$srcdir/.unpacked" ]; then
     uri=$(debian_archive_uri)
-    opts=$(private_apt sid "deb-src $uri sid main")
+    opts=$(private_apt sid-src "deb-src $uri sid main")   # not "sid": the guest's unstable kernel has that state
     mkdir -p "$srcdir"
     log "fetching Debian source qemu=$QEMU_DEB_VERSION from $uri"
     # shellcheck disable=SC2086  # $opts: apt options (private_apt), split into words on purpose

@@ -3,8 +3,8 @@
 1. QEMU per guest architecture: $QEMU_X86_64 / $QEMU_AARCH64 (or $QEMU for x86_64) if given, else
    scripts/build-qemu.sh (cached), which reads QEMU_DEB_VERSION, QEMU_SRC, PATCHES and MUTANT from
    the environment; the nightly passes them through and records them.
-2. The acceptance suite once per cell in NIGHTLY_CELLS (default "bookworm-cloud bookworm trixie aarch64
-   cloud ns-only", see CELLS: Debian 12's cloud and generic kernels and Debian 13's on x86_64, Debian 12
+2. The acceptance suite once per cell in NIGHTLY_CELLS (default "bookworm-cloud bookworm trixie sid aarch64
+   cloud ns-only", see CELLS: Debian 12's cloud and generic kernels, Debian 13's and unstable's on x86_64, Debian 12
    on arm64 virt, the cloud-style guest, patch 0001 alone as upstream 11.1 ships it), each its
    own pytest run under <run>/<cell>/, selection from NIGHTLY_PYTEST_ARGS (else PYTEST_ARGS);
    NIGHTLY_MUTANTS=1 adds the mutation check under <run>/mutants/ (one "test" per mutant: killed = passed).
@@ -42,13 +42,14 @@ CELLS: dict[str, dict[str, str]] = {
     "bookworm-cloud": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm-cloud", "GUEST": "fast"},  # the default guest
     "bookworm": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm", "GUEST": "fast"},
     "trixie": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "trixie", "GUEST": "fast"},
+    "sid": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "sid", "GUEST": "fast"},   # the newest kernel Debian ships
     "aarch64": {"GUEST_ARCH": "aarch64", "GUEST_KERNEL": "bookworm", "GUEST": "fast"},
     "cloud": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm", "GUEST": "cloud"},
     # what upstream 11.1 ships: namespace hotplug only; every namespace test runs, drive_insert's cancel
     "ns-only": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm-cloud", "GUEST": "fast",
                 "PATCHES": str(ROOT / "patches" / "upstream-11.1")},
 }
-DEFAULT_CELLS = "bookworm-cloud bookworm trixie aarch64 cloud ns-only"
+DEFAULT_CELLS = "bookworm-cloud bookworm trixie sid aarch64 cloud ns-only"
 
 
 class Result(TypedDict):
