@@ -3,9 +3,10 @@
 1. QEMU per guest architecture: $QEMU_X86_64 / $QEMU_AARCH64 (or $QEMU for x86_64) if given, else
    scripts/build-qemu.sh (cached), which reads QEMU_DEB_VERSION, QEMU_SRC, PATCHES and MUTANT from
    the environment; the nightly passes them through and records them.
-2. The acceptance suite once per cell in NIGHTLY_CELLS (default "bookworm-cloud bookworm trixie sid aarch64
-   cloud ns-only", see CELLS: Debian 12's cloud and generic kernels, Debian 13's and unstable's on x86_64, Debian 12
-   on arm64 virt, the cloud-style guest, patch 0001 alone as upstream 11.1 ships it), each its
+2. The acceptance suite once per cell in NIGHTLY_CELLS (default: .ci/cells.json's "default", "bookworm-cloud
+   bookworm trixie sid aarch64 cloud ns-only": Debian 12's cloud and generic kernels, Debian 13's and
+   unstable's on x86_64, Debian 12 on arm64 virt, the cloud-style guest, patch 0001 alone as upstream
+   11.1 ships it), each its
    own pytest run under <run>/<cell>/, selection from NIGHTLY_PYTEST_ARGS (else PYTEST_ARGS);
    NIGHTLY_MUTANTS=1 adds the mutation check under <run>/mutants/ (one "test" per mutant: killed = passed).
    NIGHTLY_MUTATION_SCORE=1 adds make mutation-score (MUTATION_SAMPLE as given; all by default) and
@@ -37,19 +38,23 @@ from .proc import run_logged, sigterm_as_interrupt
 
 FAILED = ("failed", "error")
 
+CELLS_FILE = ROOT / ".ci" / "cells.json"   # the one list of cells (the CI pipeline reads it too)
+
+
+def read_cells(path: Path = CELLS_FILE) -> tuple[dict[str, dict[str, str]], str]:
+    """The cells (name -> the variables that select its guest; PATCHES made absolute) and the
+    default selection, from `path`."""
+    data = json.loads(path.read_text())
+    cells = {name: {k: str(ROOT / v) if k == "PATCHES" else v for k, v in cell["vars"].items()}
+             for name, cell in data["cells"].items()}
+    unknown = [c for c in data["default"] if c not in cells]
+    if unknown:
+        raise ValueError(f"{path}: the default names cells it does not define: {' '.join(unknown)}")
+    return cells, " ".join(data["default"])
+
+
 # A cell: the variables that select its guest (the rest of the environment is shared).
-CELLS: dict[str, dict[str, str]] = {
-    "bookworm-cloud": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm-cloud", "GUEST": "fast"},  # the default guest
-    "bookworm": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm", "GUEST": "fast"},
-    "trixie": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "trixie", "GUEST": "fast"},
-    "sid": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "sid", "GUEST": "fast"},   # the newest kernel Debian ships
-    "aarch64": {"GUEST_ARCH": "aarch64", "GUEST_KERNEL": "bookworm", "GUEST": "fast"},
-    "cloud": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm", "GUEST": "cloud"},
-    # what upstream 11.1 ships: namespace hotplug only; every namespace test runs, drive_insert's cancel
-    "ns-only": {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm-cloud", "GUEST": "fast",
-                "PATCHES": str(ROOT / "patches" / "upstream-11.1")},
-}
-DEFAULT_CELLS = "bookworm-cloud bookworm trixie sid aarch64 cloud ns-only"
+CELLS, DEFAULT_CELLS = read_cells()
 
 
 class Result(TypedDict):

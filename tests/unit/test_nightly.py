@@ -109,5 +109,25 @@ class History(unittest.TestCase):
         self.assertIn("given binaries", nightly.qemu_source({"QEMU": "/bin/q"}))
 
 
+
+class CellsFile(unittest.TestCase):
+    """One list of cells (.ci/cells.json) for make nightly and the CI pipeline."""
+
+    def test_the_project_file_reads(self) -> None:
+        cells, default = nightly.read_cells()
+        self.assertIn("sid", cells)
+        self.assertEqual(cells["sid"]["GUEST_KERNEL"], "sid")
+        self.assertTrue(Path(cells["ns-only"]["PATCHES"]).is_absolute())
+        self.assertTrue((Path(cells["ns-only"]["PATCHES"]) / "series").is_file())
+        self.assertEqual(default.split()[0], "bookworm-cloud")
+
+    def test_a_default_without_its_cell_is_refused_by_name(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "cells.json"
+            path.write_text(json.dumps({"default": ["a", "nosuch"], "cells": {"a": {"vars": {"GUEST": "fast"}}}}))
+            with self.assertRaisesRegex(ValueError, r"cells\.json: the default names cells it does not define: nosuch"):
+                nightly.read_cells(path)
+
+
 if __name__ == "__main__":
     unittest.main()
