@@ -77,7 +77,8 @@ mkdir -p "$bundle"
 for dir in /usr/share/seabios /usr/share/qemu /usr/lib/ipxe/qemu; do
   [ -d "$dir" ] || continue
   for f in "$dir"/*; do
-    [ -e "$bundle/$(basename "$f")" ] || ln -s "$f" "$bundle/"
+    # -L too: meson leaves a link to the build's trace-events-all that dangles until ninja makes it
+    [ -e "$bundle/$(basename "$f")" ] || [ -L "$bundle/$(basename "$f")" ] || ln -s "$f" "$bundle/"
   done
 done
 [ -e "$bundle/bios-256k.bin" ] || log "warning: no bios-256k.bin for $bundle (install seabios, qemu-system-data, ipxe-qemu)"

@@ -60,6 +60,7 @@ def kernel_on_host(cfg: RunConfig, guest: Path) -> Iterator[Path]:
     release, deb = kernel_package(cfg, guest)
     scratch = Path(tempfile.mkdtemp(prefix="nvme-hotswap-vng-"))
     modules = Path("/lib/modules") / release
+    made_parent = not modules.parent.exists()
     placed = False
     try:
         subprocess.run(["dpkg-deb", "-x", str(deb), str(scratch)], check=True)
@@ -69,8 +70,10 @@ def kernel_on_host(cfg: RunConfig, guest: Path) -> Iterator[Path]:
             placed = True
         yield scratch / "boot" / f"vmlinuz-{release}"
     finally:
-        if placed:
+        if placed:   # the host as it was: only what this run put there goes
             shutil.rmtree(modules, ignore_errors=True)
+            if made_parent:
+                modules.parent.rmdir()
         shutil.rmtree(scratch, ignore_errors=True)
 
 
