@@ -13,6 +13,7 @@
   review/    a posted series: read with b4 (series), the reply to the list (reply)
   preflight.py  the environment checked once before anything boots (QEMU, guest, results, ACCEL=kvm)
   testcase.py  HotswapTest, the base class of tests/acceptance: lifecycle, cancels, assertions
-  programs/  make soak, fuzz, bench, nightly, review, check-mutants, mutation-score and boot variants, and
-             their process helper (proc); the library never imports them
+  programs/  make soak, fuzz, bench, nightly, review, check-mutants, mutation-score and boot variants,
+             their process helper (proc), the key a mutant's verdict is kept under (suite_key) and
+             virtme-ng booted beside our guest for bench (vng); the library never imports them
 """
