@@ -35,7 +35,8 @@ CONFIGURE_FLAGS=(--target-list="$TARGET" --without-default-features --enable-sli
                  --enable-tcg --enable-fdt=system --disable-install-blobs --disable-docs)
 binary_name=qemu-system-${TARGET%-softmmu}
 # QEMU_DEVICES=lean (default): only the devices in scripts/qemu-devices/$GUEST_ARCH.mak (what the suite,
-# the qtests and test-hmp use; the boards bring what they select), a third less to compile and link.
+# the qtests and test-hmp use; the boards bring what they select), a quarter less build time
+# (227 -> 170 s here) and binary (74.5 -> 56.2 MB).
 # QEMU_DEVICES=default: every device QEMU builds by default for the target (e.g. to compare, or for a
 # test of your own that needs more). The file's content is part of the cache key.
 QEMU_DEVICES=${QEMU_DEVICES:-lean}
