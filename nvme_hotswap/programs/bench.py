@@ -167,8 +167,8 @@ def vng_comparison(cfg: RunConfig, choice: accel.AccelChoice, folder: Path, pair
     why = vng.problem()
     if why:
         return {"vng_vs_suite_boot_ratio": None, "vng_note": f"virtme-ng not run: {why}"}
-    guest = vng.guest_dir(cfg)
-    same_kernel = dataclasses.replace(cfg, guest_dir_given=guest, guest_kernel=vng.KERNEL)
+    same_kernel = dataclasses.replace(cfg, guest_dir_given=None, guest_kernel=vng.KERNEL)
+    guest = same_kernel.guest_dir   # built or found by images/build-guest.sh
     folder.mkdir(parents=True, exist_ok=True)
     ours: list[Boot] = []
     theirs: list[float] = []

@@ -38,7 +38,7 @@ from typing import NotRequired, TypedDict
 from ..config import ROOT, RunConfig
 from ..report import junit, results
 from .proc import end_children, run_logged, sigterm_as_interrupt
-from .suite_key import suite_key
+from .suite_key import KeptStore, suite_key
 
 MUTANTS_DIR = ROOT / "patches" / "mutants"
 SELECT = "needs_nvme_ns_hotplug or needs_drive_insert or needs_reconnect_qmp"
@@ -151,18 +151,11 @@ def run_tests(row: Row, binary: str, pytest_args: list[str], folder: Path, guest
     return junit_xml
 
 
-class KeptVerdicts:
+class KeptVerdicts(KeptStore):
     """$CACHE/mutation-check-verdicts.json: suite_key -> the verdict (row fields and killer) of a
-    killed mutant or a control that behaved. Written after each verdict, atomically."""
+    killed mutant or a control that behaved."""
 
     FIELDS = ("tests_run", "failed", "first_failure", "killed", "cancelled")
-
-    def __init__(self, path: Path, fresh: bool = False) -> None:
-        self.path = path
-        try:
-            self.data: dict[str, dict] = {} if fresh else json.loads(path.read_text())
-        except (OSError, ValueError):   # none yet, or damaged: it only costs time
-            self.data = {}
 
     def recall(self, key: str, row: Row) -> bool:
         """Fill `row` from the verdict kept under `key` (row["killer"]: the test that killed it); False if none."""
@@ -176,12 +169,8 @@ class KeptVerdicts:
         return True
 
     def keep(self, key: str, row: Row, killer: str | None) -> None:
-        if not row["killed"]:
-            return
-        self.data[key] = {**{f: row[f] for f in self.FIELDS if f in row}, "killer": killer}   # type: ignore[literal-required]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True) + "\n")
-        tmp.replace(self.path)
+        if row["killed"]:
+            self.put(key, {**{f: row[f] for f in self.FIELDS if f in row}, "killer": killer})   # type: ignore[literal-required]
 
 
 def new_row(name: str, breaks: str) -> Row:

@@ -56,7 +56,7 @@ from pathlib import Path
 from ..config import ROOT, RunConfig
 from ..report import junit, results
 from .proc import run_logged, sigterm_as_interrupt
-from .suite_key import suite_key
+from .suite_key import KeptStore, suite_key
 
 PATCH_TESTS = {   # patch number -> (pytest -m selection, qtests)
     "0001": ("needs_nvme_ns_hotplug", ("nvme-hotplug-test", "qos-test")),
@@ -143,16 +143,12 @@ def read_equivalents(path: Path = EQUIVALENT_LIST) -> dict[tuple[str, str, str],
     return out
 
 
-class VerdictStore:
-    """$CACHE/mutation-verdicts.json: verdicts by (suite key, mutated file's text); written after
-    each mutant (atomically), so an interrupted run loses at most the mutant in hand."""
+class VerdictStore(KeptStore):
+    """$CACHE/mutation-verdicts.json: verdicts by (suite key, mutated file's text)."""
 
     def __init__(self, path: Path, suite: str, fresh: bool = False) -> None:
-        self.path, self.suite = path, suite
-        try:
-            self.data: dict[str, dict[str, str]] = {} if fresh else json.loads(path.read_text())
-        except (OSError, ValueError):
-            self.data = {}
+        super().__init__(path, fresh)
+        self.suite = suite
 
     def key(self, m: Mutant) -> str:
         return f"{self.suite}:{m.path}:{m.text_sha[:20]}"
@@ -167,10 +163,7 @@ class VerdictStore:
     def keep(self, m: Mutant) -> None:
         if m.verdict == "timeout" or not m.verdict:
             return
-        self.data[self.key(m)] = {"verdict": m.verdict, "by": m.by, "obj": m.obj}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1) + "\n")
-        tmp.replace(self.path)
+        self.put(self.key(m), {"verdict": m.verdict, "by": m.by, "obj": m.obj})
 
 
 def apply_equivalents(mutants: list[Mutant], equivalents: dict[tuple[str, str, str], str]) -> None:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import ROOT, RunConfig
+from ..config import RunConfig
 
 KERNEL = "bookworm"
 QEMU = Path("/usr/bin/qemu-system-x86_64")   # Debian's package (scripts/install-host-deps.sh bench)
@@ -33,13 +33,6 @@ BOOT_BOUND_S = 180
 
 class VngError(RuntimeError):
     """virtme-ng could not boot; the message carries its own last lines."""
-
-
-def guest_dir(cfg: RunConfig) -> Path:
-    """Our guest with the kernel vng can boot (built or found by images/build-guest.sh)."""
-    out = subprocess.run(["bash", "images/build-guest.sh"], cwd=ROOT, env=dict(cfg.build_env(), GUEST_KERNEL=KERNEL),
-                         check=True, stdout=subprocess.PIPE, text=True).stdout
-    return Path(out.strip().splitlines()[-1])
 
 
 def kernel_package(cfg: RunConfig, guest: Path) -> tuple[str, Path]:

@@ -1,4 +1,5 @@
 """The mutation check reuses a verdict only under a key of everything that decides it."""
+import concurrent.futures
 import shutil
 import tempfile
 import unittest
@@ -34,6 +35,14 @@ class KeptVerdicts(unittest.TestCase):
     def test_a_damaged_file_only_costs_time(self) -> None:
         self.path.write_text("{not json")
         self.assertFalse(mutation.KeptVerdicts(self.path).recall("k1", mutation.new_row("m", "")))
+
+    def test_verdicts_kept_from_threads_at_once_are_all_kept(self) -> None:
+        """check-mutants keeps verdicts from JOBS threads: none may be lost or crash the write."""
+        kept = mutation.KeptVerdicts(self.path)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: kept.keep(f"k{i}", dict(KILLED), f"t{i}"), range(400)))
+        again = mutation.KeptVerdicts(self.path)
+        self.assertEqual(sorted(again.data), sorted(f"k{i}" for i in range(400)))
 
     def test_check_runs_no_test_for_a_kept_verdict(self) -> None:
         binary = self.tmp / "qemu" / "entrykey" / "build" / "qemu-system-x86_64"
