@@ -38,7 +38,7 @@ export QEMU_FLAVOUR QEMU_DEVICES
 ##            QEMU_FLAVOUR=asan (our QEMU with AddressSanitizer: a leak or use-after-free report fails its test)
 
 
-.PHONY: help review mutation-score venv host-deps qemu qemu-unpatched guest lint check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud check-aarch64 nightly soak fuzz clean
+.PHONY: help review mutation-score venv host-deps qemu qemu-unpatched guest lint check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud check-aarch64 nightly nightly-cell nightly-compare ci-local soak fuzz clean
 
 help: ## this list: every target, then the variables
 	@awk 'BEGIN { FS = ":.*## " } \
@@ -53,7 +53,7 @@ host-deps: ## install the Debian packages the builds and the lint need (scripts/
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@bash scripts/install-host-deps.sh
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[lint,mutation,review,bench]'
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[lint,mutation,review,bench,ci]'
 	@touch $@
 
 venv: $(VENV)/.installed ## the Python venv (VENV, default .venv): this project, editable, and its pinned lint tools
@@ -64,8 +64,8 @@ qemu: ## build (or find) patched QEMU; prints the binary path last
 qemu-unpatched: ## the same QEMU without our series (for comparisons)
 	@PATCHES=none bash scripts/build-qemu.sh
 
-guest: ## build (or find) the guest; prints its directory last
-	@bash images/build-guest.sh
+guest: ## build (or find) the guest (GUEST=cloud: the cloud-style image); prints its directory last
+	@if [ "$${GUEST:-fast}" = cloud ]; then bash images/build-cloud-image.sh; else bash images/build-guest.sh; fi
 
 cloud-image: ## build (or find) the cloud-style guest image; prints its directory last
 	@bash images/build-cloud-image.sh
@@ -123,6 +123,16 @@ check-aarch64: ## check-acceptance on an arm64 guest on QEMU's virt machine (GUE
 # The guest matrix (NIGHTLY_CELLS), one history line per run, exit 1 on a regression (docs/nightly.md).
 nightly: venv ## build QEMU, run the guest matrix, compare with the last night (docs/nightly.md)
 	$(PY) -m nvme_hotswap.programs.nightly
+
+# The same nightly as a GitLab pipeline (.gitlab-ci.yml, docs/ci.md): a job per cell, then one compare.
+nightly-cell: venv ## CELL=<name>: one nightly cell, recorded in results/ci/cells/<name>/ (exit 3: tests failed)
+	@$(PY) -m nvme_hotswap.programs.nightly cell "$(CELL)"
+
+nightly-compare: venv ## merge the recorded cells into one history line, judge it as make nightly does
+	@$(PY) -m nvme_hotswap.programs.nightly compare
+
+ci-local: venv ## run .gitlab-ci.yml here with gitlab-ci-local (MUTANT=<name> against a mutant; docs/ci.md)
+	@bash scripts/install-host-deps.sh ci-local && $(PY) -m nvme_hotswap.programs.ci_local
 
 # Reliability (docs/reliability.md): long runs on the patched QEMU, not part of `make check`.
 review: venv ## SERIES=<mbox|format-patch folder|base..tip in QEMU_SRC|Message-Id>: before/after, patch by patch, REVIEW.md/.eml

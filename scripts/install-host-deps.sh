@@ -3,7 +3,9 @@
 # Why a script: a fresh machine has none of them, and CI must get exactly what a developer gets.
 # `install-host-deps.sh bench` also installs what `make bench` boots virtme-ng with (Debian's own
 # QEMU with 9p, depmod, busybox for vng's initramfs, udevd: without it vng's guest cannot find its
-# virtio-serial ports and vng exits 255); the suite itself never uses them.
+# virtio-serial ports and vng exits 255); the suite itself never uses them. `install-host-deps.sh
+# ci-local` installs what `make ci-local` runs gitlab-ci-local with: rsync (it copies the tree with it
+# even for shell jobs) and, where this machine has no Node.js, Debian's nodejs and npm.
 set -euo pipefail
 
 PKGS=(
@@ -24,7 +26,8 @@ PKGS=(
 case "${1:-}" in
   "") ;;
   bench) PKGS+=(qemu-system-x86 kmod busybox-static udev) ;;
-  *) echo "error: unknown package group '$1' (the only one is: bench)" >&2; exit 2 ;;
+  ci-local) PKGS+=(rsync); command -v node >/dev/null && command -v npm >/dev/null || PKGS+=(nodejs npm) ;;
+  *) echo "error: unknown package group '$1' (there are: bench, ci-local)" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -18,6 +18,11 @@
 
     make nightly                                      # .venv/bin/python -m nvme_hotswap.programs.nightly
     NIGHTLY_CELLS=bookworm NIGHTLY_PYTEST_ARGS="-k BootTopology" make nightly
+
+The CI pipeline (.gitlab-ci.yml, docs/ci.md) splits the same work across jobs, one step each:
+    make nightly-cell CELL=<name>   # `nightly.py cell <name>`: step 2 for one cell, recorded in
+                                    #   <NIGHTLY_CI_DIR>/cells/<name>/cell.json (exit 3: tests failed)
+    make nightly-compare            # `nightly.py compare`: steps 3 and 4 over the recorded cells
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import datetime
 import json
 import os
 import shlex
+import shutil
 import statistics
 import sys
 import time
@@ -105,7 +111,9 @@ def run_cell(name: str, folder: Path, env: dict[str, str], pytest_args: list[str
     rc, guest = run_logged(["bash", script], cenv, folder / "guest-build.log")
     if rc != 0 or not Path(guest, kernel_file).is_file():
         return {"exit": rc, "tests": {"(guest build)": {"outcome": "error", "seconds": 0}}}
-    rc, _ = run_logged([sys.executable, "-m", "pytest", "tests/acceptance", *pytest_args],
+    jobs = env.get("JOBS", "1")
+    xdist = ["-n", jobs] if jobs != "1" else []
+    rc, _ = run_logged([sys.executable, "-m", "pytest", *xdist, "tests/acceptance", *pytest_args],
                        {**cenv, "QEMU": qemu, dir_var: guest, "RESULTS_DIR": str(folder)}, folder / "pytest.log")
     latest = folder / "latest"
     if not (latest / "junit.xml").is_file():
@@ -221,40 +229,10 @@ def last_line(history: Path) -> dict | None:
     return json.loads(lines[-1]) if lines else None
 
 
-def main() -> int:
-    sigterm_as_interrupt()
-    cfg = preflight.exit_unless_ready(qemu=False, who="nightly")   # each cell builds its own QEMU
-    history = Path(os.environ.get("NIGHTLY_HISTORY", cfg.results_root / "nightly-history.jsonl"))
-    cells = os.environ.get("NIGHTLY_CELLS", DEFAULT_CELLS).split()
-    unknown = [c for c in cells if c not in CELLS]
-    if unknown:
-        print(f"nightly: unknown cell(s) {' '.join(unknown)} in NIGHTLY_CELLS; known: {' '.join(CELLS)}",
-              file=sys.stderr)
-        return 2
-    pytest_args = shlex.split(os.environ.get("NIGHTLY_PYTEST_ARGS", os.environ.get("PYTEST_ARGS", "")))
-    run = results.run_dir()
-    env = {k: v for k, v in os.environ.items()
-           if k not in (results.RUN_DIR_ENV, "GUEST_DIR", "CLOUD_DIR", *{v for c in CELLS.values() for v in c})}
-    line: dict = {"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                  "run": str(run), "pytest_args": pytest_args, "qemu": {"source": qemu_source(env)}, "cells": {}}
-    print(f"nightly: QEMU from {line['qemu']['source']}; cells {' '.join(cells)}; results {run}", flush=True)
-
-    for name in cells:
-        start = time.monotonic()
-        cell = line["cells"][name] = run_cell(name, run / name, env, pytest_args)
-        line["qemu"].setdefault("version", cell.pop("qemu_version", None))
-        line["qemu"].setdefault("build", cell.pop("qemu_build", None))
-        c = totals({"cells": {name: cell}})
-        print(f"nightly: {name}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped "
-              f"({round(time.monotonic() - start)} s)", flush=True)
-    if os.environ.get("NIGHTLY_MUTANTS") == "1":
-        line["cells"]["mutants"] = run_mutants(run / "mutants", {k: v for k, v in env.items() if k != "QEMU"})
-    if os.environ.get("NIGHTLY_MUTATION_SCORE") == "1":
-        built = {k: v for k, v in env.items() if k != "QEMU"}   # mutants are built from our series
-        line["mutation_score"] = run_mutation_score(run / "mutation-score", built)
-        print(f"nightly: generated mutants killed / judged: {line['mutation_score']}", flush=True)
+def judge(line: dict, history: Path, report_dir: Path) -> int:
+    """Steps 3 and 4: compare `line` with the history's last line, append it, print and write the
+    report (report_dir/nightly.md); 1 on a regression (the first run: on any failure)."""
     line["totals"] = totals(line)
-
     prev = last_line(history)
     diff = compare(prev, line, float(os.environ.get("NIGHTLY_SLOWER", "1.5")),
                    float(os.environ.get("NIGHTLY_SLOWER_MIN_S", "5"))) if prev else None
@@ -262,9 +240,150 @@ def main() -> int:
     with history.open("a") as f:
         f.write(json.dumps(line, sort_keys=True) + "\n")
     text, regression = report(prev, line, diff)
-    (run / "nightly.md").write_text(text)
-    print("\n" + text + f"\nreport: {run / 'nightly.md'}; history: {history}")
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "nightly.md").write_text(text)
+    print("\n" + text + f"\nreport: {report_dir / 'nightly.md'}; history: {history}")
     return 1 if regression else 0
+
+
+def selected_cells() -> list[str]:
+    """NIGHTLY_CELLS, else the file's default; an unknown name stops the run (exit 2) naming the known ones."""
+    cells = os.environ.get("NIGHTLY_CELLS", DEFAULT_CELLS).split()
+    unknown = [c for c in cells if c not in CELLS]
+    if unknown:
+        print(f"nightly: unknown cell(s) {' '.join(unknown)} in NIGHTLY_CELLS; known: {' '.join(CELLS)}",
+              file=sys.stderr)
+        sys.exit(2)
+    return cells
+
+
+def cell_env() -> dict[str, str]:
+    """The environment every cell shares: ours without the variables a cell sets itself."""
+    return {k: v for k, v in os.environ.items()
+            if k not in (results.RUN_DIR_ENV, "GUEST_DIR", "CLOUD_DIR", *{v for c in CELLS.values() for v in c})}
+
+
+def pytest_arguments() -> list[str]:
+    return shlex.split(os.environ.get("NIGHTLY_PYTEST_ARGS", os.environ.get("PYTEST_ARGS", "")))
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def run_one(name: str, folder: Path, env: dict[str, str], pytest_args: list[str]) -> dict[str, object]:
+    """One cell, timed and summed up on stdout."""
+    start = time.monotonic()
+    cell = run_cell(name, folder, env, pytest_args)
+    c = totals({"cells": {name: cell}})
+    print(f"nightly: {name}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped "
+          f"({round(time.monotonic() - start)} s)", flush=True)
+    return cell
+
+
+# --- the CI pipeline's two steps: a cell per job, then one compare job -------------------------
+CI_DIR = Path(os.environ.get("NIGHTLY_CI_DIR") or ROOT / "results" / "ci")
+CELL_RECORD = "cell.json"
+CELL_FAILED = 3   # `nightly.py cell`: recorded, with failures; the compare job judges (allow_failure)
+NO_RESULT = "(no result)"
+
+
+def main_cell(name: str) -> int:
+    """Run one cell and record it as <CI_DIR>/cells/<name>/cell.json: the cell's identity (its
+    name, the pipeline) travels in the file, not in the job's name, which differs between GitLab
+    and gitlab-ci-local. 0: every test passed or was skipped; CELL_FAILED: recorded with failures."""
+    if name not in CELLS:
+        print(f"nightly: unknown cell {name!r}; known: {' '.join(CELLS)}", file=sys.stderr)
+        return 2
+    preflight.exit_unless_ready(qemu=False, who=f"nightly cell {name}")
+    folder = CI_DIR / "cells" / name
+    for stale in (CELL_RECORD, "junit.xml"):   # an earlier pipeline's must not stand in
+        (folder / stale).unlink(missing_ok=True)
+    env, pytest_args = cell_env(), pytest_arguments()
+    cell = run_one(name, folder, env, pytest_args)
+    junit_xml = folder / "latest" / "junit.xml"   # a file, not under the latest/ symlink, for CI's junit report
+    if junit_xml.is_file():
+        shutil.copyfile(junit_xml, folder / "junit.xml")
+    record = {"cell": name, "pipeline": os.environ.get("CI_PIPELINE_ID"), "time": now(), "pytest_args": pytest_args,
+              "qemu_source": qemu_source(env), **cell}
+    (folder / CELL_RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    failed = any(t["outcome"] in FAILED for t in cell["tests"].values())   # type: ignore[attr-defined]
+    print(f"nightly: {name}: recorded in {folder / CELL_RECORD}" + ("; tests failed: the compare job judges"
+                                                                     if failed else ""))
+    return CELL_FAILED if failed else 0
+
+
+def read_records(folder: Path, pipeline: str | None) -> dict[str, dict]:
+    """The cells recorded under folder/*/cell.json, by the name each file gives; with `pipeline`,
+    only that pipeline's (a record left by an earlier run does not count)."""
+    records = {}
+    for path in sorted(folder.glob(f"*/{CELL_RECORD}")):
+        record = json.loads(path.read_text())
+        if pipeline is None or record.get("pipeline") == pipeline:
+            records[record["cell"]] = record
+    return records
+
+
+def merge(records: dict[str, dict], expected: list[str], pipeline: str | None) -> dict:
+    """One history line from the cells' records; an expected cell without a record (its job did
+    not run, was ended or crashed) counts as one failed test, NO_RESULT."""
+    line: dict = {"time": now(), "run": str(CI_DIR), "pipeline": pipeline, "qemu": {}, "cells": {}}
+    for name in expected:
+        record = dict(records.get(name) or {"exit": None, "tests": {NO_RESULT: {"outcome": "error", "seconds": 0}}})
+        line["pytest_args"] = record.pop("pytest_args", line.get("pytest_args", []))
+        line["qemu"].setdefault("source", record.pop("qemu_source", None))
+        line["qemu"].setdefault("version", record.pop("qemu_version", None))
+        line["qemu"].setdefault("build", record.pop("qemu_build", None))
+        for key in ("cell", "pipeline", "time", "qemu_source", "qemu_version", "qemu_build"):
+            record.pop(key, None)
+        line["cells"][name] = record
+    line["qemu"] = {k: v for k, v in line["qemu"].items() if v is not None} or {"source": "(no cell recorded it)"}
+    return line
+
+
+def main_compare() -> int:
+    """Merge the recorded cells into one history line and judge it as make nightly does."""
+    cfg = preflight.exit_unless_ready(qemu=False, who="nightly compare")
+    pipeline = os.environ.get("CI_PIPELINE_ID")
+    records = read_records(CI_DIR / "cells", pipeline)
+    expected = selected_cells()
+    extra = sorted(set(records) - set(expected))
+    if extra:
+        print(f"nightly compare: recorded but not selected, left out: {' '.join(extra)}")
+    print(f"nightly compare: pipeline {pipeline or '(none)'}; cells recorded "
+          f"{' '.join(c for c in expected if c in records) or 'none'} of {' '.join(expected)}", flush=True)
+    history = Path(os.environ.get("NIGHTLY_HISTORY", cfg.results_root / "nightly-history.jsonl"))
+    return judge(merge(records, expected, pipeline), history, CI_DIR / "compare")
+
+
+def main() -> int:
+    sigterm_as_interrupt()
+    if sys.argv[1:2] == ["cell"] and len(sys.argv) == 3:
+        return main_cell(sys.argv[2])
+    if sys.argv[1:] == ["compare"]:
+        return main_compare()
+    if sys.argv[1:]:
+        print("usage: nightly.py [cell <name> | compare]", file=sys.stderr)
+        return 2
+    cfg = preflight.exit_unless_ready(qemu=False, who="nightly")   # each cell builds its own QEMU
+    history = Path(os.environ.get("NIGHTLY_HISTORY", cfg.results_root / "nightly-history.jsonl"))
+    cells, pytest_args, env = selected_cells(), pytest_arguments(), cell_env()
+    run = results.run_dir()
+    line: dict = {"time": now(), "run": str(run), "pytest_args": pytest_args, "qemu": {"source": qemu_source(env)},
+                  "cells": {}}
+    print(f"nightly: QEMU from {line['qemu']['source']}; cells {' '.join(cells)}; results {run}", flush=True)
+
+    for name in cells:
+        cell = line["cells"][name] = run_one(name, run / name, env, pytest_args)
+        line["qemu"].setdefault("version", cell.pop("qemu_version", None))
+        line["qemu"].setdefault("build", cell.pop("qemu_build", None))
+    if os.environ.get("NIGHTLY_MUTANTS") == "1":
+        line["cells"]["mutants"] = run_mutants(run / "mutants", {k: v for k, v in env.items() if k != "QEMU"})
+    if os.environ.get("NIGHTLY_MUTATION_SCORE") == "1":
+        built = {k: v for k, v in env.items() if k != "QEMU"}   # mutants are built from our series
+        line["mutation_score"] = run_mutation_score(run / "mutation-score", built)
+        print(f"nightly: generated mutants killed / judged: {line['mutation_score']}", flush=True)
+    return judge(line, history, run)
 
 
 if __name__ == "__main__":

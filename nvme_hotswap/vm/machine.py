@@ -33,6 +33,9 @@ LOG = logging.getLogger("nvme_hotswap.machine")
 #: PID -> machine, for every QEMU this process started and has not reaped yet.
 LIVE: dict[int, QemuMachine] = {}
 
+#: A folder where each running QEMU leaves a file named by its PID (scripts/ci-job.sh sets it).
+PID_DIR_ENV = "NVME_HOTSWAP_PID_DIR"
+
 
 class MonitorError(RuntimeError):
     """QEMU answered a monitor command with an error (QMP `error`, or HMP error text)."""
@@ -83,6 +86,7 @@ class QemuMachine:
         self.monitor_log = artifacts / f"{name}-monitor.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._sockdir: str | None = None
+        self._pid_note: Path | None = None
         self._qmp: QEMUMonitorProtocol | None = None
         self._events: list[dict[str, Any]] = []
         self._t0 = time.monotonic()
@@ -108,6 +112,7 @@ class QemuMachine:
             self.proc = subprocess.Popen(cmdline, stdin=subprocess.DEVNULL, stdout=err,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         LIVE[self.proc.pid] = self
+        self._note_pid(sock)
         LOG.info("%s: QEMU pid %d started", self.name, self.proc.pid)
         accepted = threading.Event()
         threading.Thread(target=self._unblock_accept_on_exit, args=(sock, accepted), daemon=True).start()
@@ -123,6 +128,16 @@ class QemuMachine:
                                f"({exc}); see {self.stderr_log}: {self.stderr_tail()}") from exc
         finally:
             accepted.set()
+
+    def _note_pid(self, token: str) -> None:
+        """Under scripts/ci-job.sh ($NVME_HOTSWAP_PID_DIR set): leave a file named by QEMU's PID that
+        holds a string of its command line (the QMP socket's path), so the wrapper can still end this
+        QEMU by its PID if this process is killed before its teardown (a job cancelled or over time),
+        and tell it from an unrelated process that got the PID later."""
+        folder = os.environ.get(PID_DIR_ENV)
+        if folder and self.proc is not None:
+            self._pid_note = Path(folder) / str(self.proc.pid)
+            self._pid_note.write_text(token + "\n")
 
     def _unblock_accept_on_exit(self, sock: str, accepted: threading.Event) -> None:
         """While launch() waits for QEMU's QMP connection: if QEMU exits first, connect to the
@@ -177,6 +192,9 @@ class QemuMachine:
             except subprocess.TimeoutExpired:
                 continue
         LIVE.pop(self.proc.pid, None)
+        if self._pid_note is not None:
+            self._pid_note.unlink(missing_ok=True)
+            self._pid_note = None
         if self._qmp is not None:
             try:
                 self._qmp.close()
