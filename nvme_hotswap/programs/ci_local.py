@@ -91,7 +91,7 @@ def command(binary: Path, source: str, concurrency: int, history: Path) -> list[
     """The gitlab-ci-local command line: the whole pipeline, non-interactive, our variables."""
     variables = {"CI_PIPELINE_SOURCE": source, "NIGHTLY_HISTORY": str(history), "CI_LOCAL_PID": str(os.getpid()),
                  "JOBS": "1", **{k: os.environ[k] for k in PASSED if os.environ.get(k)}}
-    cmd = [str(binary), "--cwd", str(ROOT), "--concurrency", str(concurrency),
+    cmd = [str(binary), "--concurrency", str(concurrency),
            "--ignore-predefined-vars", "CI_PIPELINE_SOURCE"]
     for key, value in variables.items():
         cmd += ["--variable", f"{key}={value}"]
