@@ -150,6 +150,21 @@ class CiSteps(unittest.TestCase):
             self.assertIn("REGRESSION: 1 new failures, 0 slower", text)
             self.assertEqual(len(history.read_text().splitlines()), 3)
 
+    def test_a_cell_outside_nightly_cells_is_not_run(self) -> None:
+        saved, os.environ["NIGHTLY_CELLS"] = nightly.CI_DIR, "trixie"
+        os.environ["GUEST_DIR"] = "/nonexistent"   # were it run after all, its preflight stops it at once
+        with tempfile.TemporaryDirectory() as tmp:
+            nightly.CI_DIR = Path(tmp)
+            try:
+                self.assertEqual(nightly.main_cell("sid"), 0)
+            finally:
+                nightly.CI_DIR = saved
+                del os.environ["NIGHTLY_CELLS"], os.environ["GUEST_DIR"]
+            self.assertEqual(list(Path(tmp).iterdir()), [], "a cell not selected records nothing")
+
+    def test_an_unknown_cell_is_refused_by_name(self) -> None:
+        self.assertEqual(nightly.main_cell("nosuch"), 2)
+
 
 def run_ci_job(cmd: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", str(CI_JOB), *cmd], capture_output=True, text=True, timeout=60,
