@@ -38,7 +38,7 @@ export QEMU_FLAVOUR QEMU_DEVICES
 ##            QEMU_FLAVOUR=asan (our QEMU with AddressSanitizer: a leak or use-after-free report fails its test)
 
 
-.PHONY: help review mutation-score venv host-deps qemu qemu-unpatched guest lint check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud check-aarch64 nightly nightly-cell nightly-compare ci-local soak fuzz clean
+.PHONY: help review mutation-score venv host-deps qemu qemu-unpatched guest lint check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud check-aarch64 nightly nightly-build nightly-cell nightly-compare ci-local soak fuzz clean
 
 help: ## this list: every target, then the variables
 	@awk 'BEGIN { FS = ":.*## " } \
@@ -125,6 +125,9 @@ nightly: venv ## build QEMU, run the guest matrix, compare with the last night (
 	$(PY) -m nvme_hotswap.programs.nightly
 
 # The same nightly as a GitLab pipeline (.gitlab-ci.yml, docs/ci.md): a job per cell, then one compare.
+nightly-build: venv ## WHAT=qemu|guest: the product the variables name (GUEST_ARCH, PATCHES, GUEST_KERNEL, GUEST) if a selected cell needs it
+	@$(PY) -m nvme_hotswap.programs.nightly build "$(WHAT)"
+
 nightly-cell: venv ## CELL=<name>: one nightly cell, recorded in results/ci/cells/<name>/ (exit 3: tests failed)
 	@$(PY) -m nvme_hotswap.programs.nightly cell "$(CELL)"
 

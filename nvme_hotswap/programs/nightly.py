@@ -20,6 +20,8 @@
     NIGHTLY_CELLS=bookworm NIGHTLY_PYTEST_ARGS="-k BootTopology" make nightly
 
 The CI pipeline (.gitlab-ci.yml, docs/ci.md) splits the same work across jobs, one step each:
+    make nightly-build WHAT=qemu|guest  # `nightly.py build <what>`: the product the job's variables name
+                                    #   (GUEST_ARCH, PATCHES; GUEST_KERNEL, GUEST) if a selected cell needs it
     make nightly-cell CELL=<name>   # `nightly.py cell <name>`: step 2 for one cell, recorded in
                                     #   <NIGHTLY_CI_DIR>/cells/<name>/cell.json (exit 3: tests failed)
     make nightly-compare            # `nightly.py compare`: steps 3 and 4 over the recorded cells
@@ -32,6 +34,7 @@ import os
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -95,6 +98,14 @@ def cell_qemu(arch_name: str, env: dict[str, str], log: Path) -> str:
     return qemu if rc == 0 and Path(qemu).is_file() else ""
 
 
+def guest_build(cenv: dict[str, str]) -> tuple[str, str, str]:
+    """For a cell's variables: the script that builds its guest, the variable that names the
+    guest's folder, and the kernel file a good build has."""
+    if cenv["GUEST"] == "cloud":
+        return "images/build-cloud-image.sh", "CLOUD_DIR", "vmlinuz"
+    return "images/build-guest.sh", "GUEST_DIR", "Image" if cenv["GUEST_ARCH"] == "aarch64" else "vmlinux"
+
+
 def run_cell(name: str, folder: Path, env: dict[str, str], pytest_args: list[str]) -> dict[str, object]:
     """The acceptance suite on one cell's guest; its tests from junit.xml, or one failed pseudo-test."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -103,11 +114,7 @@ def run_cell(name: str, folder: Path, env: dict[str, str], pytest_args: list[str
                      folder / "qemu-build.log")
     if not qemu:
         return {"exit": 1, "tests": {"(qemu build)": {"outcome": "error", "seconds": 0}}}
-    if cenv["GUEST"] == "cloud":
-        script, dir_var, kernel_file = "images/build-cloud-image.sh", "CLOUD_DIR", "vmlinuz"
-    else:
-        script, dir_var = "images/build-guest.sh", "GUEST_DIR"
-        kernel_file = "Image" if cenv["GUEST_ARCH"] == "aarch64" else "vmlinux"
+    script, dir_var, kernel_file = guest_build(cenv)
     rc, guest = run_logged(["bash", script], cenv, folder / "guest-build.log")
     if rc != 0 or not Path(guest, kernel_file).is_file():
         return {"exit": rc, "tests": {"(guest build)": {"outcome": "error", "seconds": 0}}}
@@ -288,6 +295,32 @@ CELL_FAILED = 3   # `nightly.py cell`: recorded, with failures; the compare job 
 NO_RESULT = "(no result)"
 
 
+#: What the pipeline's build jobs are told apart by (their matrix variables), per product.
+BUILD_KEYS = {"qemu": ("GUEST_ARCH", "PATCHES"), "guest": ("GUEST_ARCH", "GUEST_KERNEL", "GUEST")}
+
+
+def cells_needing(kind: str, env: dict[str, str]) -> list[str]:
+    """The selected cells whose product of `kind` is the one `env` (a build job's variables) names."""
+    def value(source: dict[str, str], key: str) -> str:
+        v = source.get(key, "")
+        return str(ROOT / v) if key == "PATCHES" and v else v
+    return [c for c in selected_cells() if all(value(CELLS[c], k) == value(env, k) for k in BUILD_KEYS[kind])]
+
+
+def main_build(kind: str) -> int:
+    """A build job: the QEMU or the guest its variables name, through the same scripts as every
+    build, unless no selected cell needs it (NIGHTLY_CELLS): then it says so and builds nothing."""
+    env = dict(os.environ)
+    users = cells_needing(kind, env)
+    what = ", ".join(f"{k}={env.get(k, '')}" for k in BUILD_KEYS[kind])
+    if not users:
+        print(f"nightly build: no selected cell needs the {kind} of {what}: not built")
+        return 0
+    print(f"nightly build: the {kind} of {what}, for {' '.join(users)}", flush=True)
+    script = "scripts/build-qemu.sh" if kind == "qemu" else guest_build({**CELLS[users[0]], **env})[0]
+    return subprocess.call(["bash", script], cwd=ROOT, env=env)
+
+
 def main_cell(name: str) -> int:
     """Run one cell and record it as <CI_DIR>/cells/<name>/cell.json: the cell's identity (its
     name, the pipeline) travels in the file, not in the job's name, which differs between GitLab
@@ -371,8 +404,10 @@ def main() -> int:
         return main_cell(sys.argv[2])
     if sys.argv[1:] == ["compare"]:
         return main_compare()
+    if sys.argv[1:2] == ["build"] and len(sys.argv) == 3 and sys.argv[2] in BUILD_KEYS:
+        return main_build(sys.argv[2])
     if sys.argv[1:]:
-        print("usage: nightly.py [cell <name> | compare]", file=sys.stderr)
+        print("usage: nightly.py [build qemu|guest | cell <name> | compare]", file=sys.stderr)
         return 2
     cfg = preflight.exit_unless_ready(qemu=False, who="nightly")   # each cell builds its own QEMU
     history = Path(os.environ.get("NIGHTLY_HISTORY", cfg.results_root / "nightly-history.jsonl"))

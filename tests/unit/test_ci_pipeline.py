@@ -64,6 +64,22 @@ class PipelineMatchesCells(unittest.TestCase):
                   for c in CELLS_DATA["cells"].values()}
         self.assertEqual(built, needed)
 
+    def test_each_build_job_is_needed_by_a_cell_and_only_by_selected_ones(self) -> None:
+        for kind, job in (("qemu", "build-qemu"), ("guest", "build-guest")):
+            for row in expand(PIPELINE[job]):
+                with self.subTest(job=job, row=row):
+                    self.assertTrue(nightly.cells_needing(kind, row), "a build no cell needs")
+        self.assertEqual(nightly.cells_needing("qemu", {"GUEST_ARCH": "x86_64", "PATCHES": "patches/upstream-11.1"}),
+                         ["ns-only"])
+        self.assertEqual(nightly.cells_needing("guest", {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm",
+                                                         "GUEST": "cloud"}), ["cloud"])
+        os.environ["NIGHTLY_CELLS"] = "sid"
+        try:
+            self.assertEqual(nightly.cells_needing("qemu", {"GUEST_ARCH": "aarch64"}), [])
+            self.assertEqual(nightly.cells_needing("qemu", {"GUEST_ARCH": "x86_64"}), ["sid"])
+        finally:
+            del os.environ["NIGHTLY_CELLS"]
+
 
 class Jobs(unittest.TestCase):
     def test_every_job_states_its_timeout_and_ci_job_sh_bounds_it_alike(self) -> None:
@@ -74,6 +90,8 @@ class Jobs(unittest.TestCase):
                 self.assertLessEqual(seconds(job["timeout"]), 90 * 60, "over CI's 90 minutes on a 2-core runner")
                 for line in job["script"]:
                     self.assertRegex(line, r"^bash scripts/ci-job\.sh make ", "a job runs one Makefile target")
+        self.assertEqual(PIPELINE["stages"][0], "prepare")
+        self.assertEqual(PIPELINE["venv"]["stage"], "prepare", "jobs side by side must not each make the venv")
 
     def test_the_makefile_has_every_target_a_job_runs(self) -> None:
         targets = set(re.findall(r"^([A-Za-z0-9_.-]+):", (ROOT / "Makefile").read_text(), re.M))
