@@ -150,5 +150,5 @@ fuzz: venv ## seeded random monitor sequences under guest I/O: QEMU must answer 
 bench: venv ## speed figures against their targets (docs/benchmarks.md)
 	@bash scripts/install-host-deps.sh bench && $(RESOLVE_PRODUCTS) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.bench
 
-clean: ## remove the venv, results/ and *.egg-info (the build caches stay)
-	rm -rf $(VENV) results *.egg-info
+clean: ## remove the venv, results/, *.egg-info and gitlab-ci-local's state (the build caches and ci-local's history stay)
+	rm -rf $(VENV) results *.egg-info .gitlab-ci-local
