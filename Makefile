@@ -128,7 +128,7 @@ nightly: venv ## build QEMU, run the guest matrix, compare with the last night (
 nightly-build: venv ## WHAT=qemu|guest: the product the variables name (GUEST_ARCH, PATCHES, GUEST_KERNEL, GUEST) if a selected cell needs it
 	@$(PY) -m nvme_hotswap.programs.nightly build "$(WHAT)"
 
-nightly-cell: venv ## CELL=<name>: one nightly cell, recorded in results/ci/cells/<name>/ (exit 3: tests failed)
+nightly-cell: venv ## CELL=<name>: one nightly cell, recorded in results/ci/cells/<name>/ (the compare judges it)
 	@$(PY) -m nvme_hotswap.programs.nightly cell "$(CELL)"
 
 nightly-compare: venv ## merge the recorded cells into one history line, judge it as make nightly does

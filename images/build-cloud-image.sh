@@ -43,8 +43,14 @@ network: {config: disabled}
 '
 FSTAB='LABEL=cloudroot / ext4 errors=remount-ro 0 1
 '
+# Debian's cloud images take keys only; so does ours, from the first connection on (the seed's
+# ssh_pwauth would apply only once cloud-init's config stage has run, after sshd started).
+SSHD_CFG='# nvme-hotswap: as a cloud image: keys only.
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+'
 
-key=$( { printf '%s\n' "${PACKAGES[@]}" "size=$IMAGE_SIZE" "recipe=$RECIPE"; printf '%s' "$NETWORK$CLOUD_CFG$FSTAB"; } | sha256_of_stdin)
+key=$( { printf '%s\n' "${PACKAGES[@]}" "size=$IMAGE_SIZE" "recipe=$RECIPE"; printf '%s' "$NETWORK$CLOUD_CFG$FSTAB$SSHD_CFG"; } | sha256_of_stdin)
 out="$CACHE_ROOT/cloud/$key"
 if cache_intact "$out"; then log "cached cloud image $key"; echo "$out"; exit 0; fi
 
@@ -81,6 +87,7 @@ printf '%s' "$NETWORK" > "$root/etc/systemd/network/10-dhcp.network"
 ln -sf /lib/systemd/system/systemd-networkd.service "$root/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
 printf '%s' "$CLOUD_CFG" > "$root/etc/cloud/cloud.cfg.d/90-nvme-hotswap.cfg"
 printf '%s' "$FSTAB" > "$root/etc/fstab"
+printf '%s' "$SSHD_CFG" > "$root/etc/ssh/sshd_config.d/50-nvme-hotswap.conf"
 echo debian > "$root/etc/hostname"
 # Each instance gets its own identity, as a cloud image's first boot does.
 : > "$root/etc/machine-id"

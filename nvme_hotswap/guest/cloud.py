@@ -43,6 +43,8 @@ def user_data(public_key: str) -> str:
             "disable_root: false\n"        # root gets the key without the 'login as ...' command prefix
             "ssh_deletekeys: false\n"      # no host key regeneration on every (first) boot;
                                            # missing types are still made
+            "ssh_pwauth: false\n"          # keys only, as cloud images are (IMAGE=: once cloud-init
+                                           # has run; our image has it from the start)
             f"ssh_authorized_keys:\n  - {public_key}\n")
 
 

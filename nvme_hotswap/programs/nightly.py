@@ -23,7 +23,7 @@ The CI pipeline (.gitlab-ci.yml, docs/ci.md) splits the same work across jobs, o
     make nightly-build WHAT=qemu|guest  # `nightly.py build <what>`: the product the job's variables name
                                     #   (GUEST_ARCH, PATCHES; GUEST_KERNEL, GUEST) if a selected cell needs it
     make nightly-cell CELL=<name>   # `nightly.py cell <name>`: step 2 for one cell, recorded in
-                                    #   <NIGHTLY_CI_DIR>/cells/<name>/cell.json (exit 3: tests failed)
+                                    #   <NIGHTLY_CI_DIR>/cells/<name>/cell.json (exit 0 once recorded)
     make nightly-compare            # `nightly.py compare`: steps 3 and 4 over the recorded cells
 """
 from __future__ import annotations
@@ -291,7 +291,6 @@ def run_one(name: str, folder: Path, env: dict[str, str], pytest_args: list[str]
 # --- the CI pipeline's two steps: a cell per job, then one compare job -------------------------
 CI_DIR = Path(os.environ.get("NIGHTLY_CI_DIR") or ROOT / "results" / "ci")
 CELL_RECORD = "cell.json"
-CELL_FAILED = 3   # `nightly.py cell`: recorded, with failures; the compare job judges (allow_failure)
 NO_RESULT = "(no result)"
 
 
@@ -324,7 +323,9 @@ def main_build(kind: str) -> int:
 def main_cell(name: str) -> int:
     """Run one cell and record it as <CI_DIR>/cells/<name>/cell.json: the cell's identity (its
     name, the pipeline) travels in the file, not in the job's name, which differs between GitLab
-    and gitlab-ci-local. 0: every test passed or was skipped; CELL_FAILED: recorded with failures."""
+    and gitlab-ci-local. 0 once recorded, whatever the tests said: the compare job judges (a known
+    failure is not a regression), and make turns any other status into its own 2, which a job could
+    not tell from a crash. Not 0: the cell could not be recorded."""
     if name not in CELLS:
         print(f"nightly: unknown cell {name!r}; known: {' '.join(CELLS)}", file=sys.stderr)
         return 2
@@ -348,7 +349,7 @@ def main_cell(name: str) -> int:
     failed = any(t["outcome"] in FAILED for t in cell["tests"].values())   # type: ignore[attr-defined]
     print(f"nightly: {name}: recorded in {folder / CELL_RECORD}" + ("; tests failed: the compare job judges"
                                                                      if failed else ""))
-    return CELL_FAILED if failed else 0
+    return 0
 
 
 def read_records(folder: Path, pipeline: str | None) -> dict[str, dict]:

@@ -113,7 +113,7 @@ class HostDeps(unittest.TestCase):
         proc = subprocess.run(["bash", "scripts/install-host-deps.sh", "benhc"], cwd=ROOT, capture_output=True,
                               text=True, timeout=30)
         self.assertEqual(proc.returncode, 2)
-        self.assertIn("unknown package group 'benhc' (the only one is: bench)", proc.stderr)
+        self.assertIn("unknown package group 'benhc' (there are: bench, ci-local)", proc.stderr)
 
 
 if __name__ == "__main__":

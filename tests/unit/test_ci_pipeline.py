@@ -106,7 +106,7 @@ class Jobs(unittest.TestCase):
         junit = cell["artifacts"]["reports"]["junit"]
         folder = cell["artifacts"]["paths"][0]
         self.assertTrue(junit.startswith(folder), "gitlab-ci-local ignores reports: junit.xml must be in paths")
-        self.assertEqual(cell["allow_failure"]["exit_codes"], [nightly.CELL_FAILED])
+        self.assertNotIn("allow_failure", cell, "a cell passes once recorded; make would turn any code into 2")
 
     def test_schedules_run_the_matrix_merge_requests_run_make_check(self) -> None:
         def sources(job: dict) -> set[str]:
