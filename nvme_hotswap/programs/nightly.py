@@ -3,9 +3,9 @@
 1. QEMU per guest architecture: $QEMU_X86_64 / $QEMU_AARCH64 (or $QEMU for x86_64) if given, else
    scripts/build-qemu.sh (cached), which reads QEMU_DEB_VERSION, QEMU_SRC, PATCHES and MUTANT from
    the environment; the nightly passes them through and records them.
-2. The acceptance suite once per cell in NIGHTLY_CELLS (default: .ci/cells.json's "default", "bookworm-cloud
-   bookworm trixie sid aarch64 cloud ns-only": Debian 12's cloud and generic kernels, Debian 13's and
-   unstable's on x86_64, Debian 12 on arm64 virt, the cloud-style guest, patch 0001 alone as upstream
+2. The acceptance suite once per cell in NIGHTLY_CELLS (default: .ci/cells.json's "default", "cloud
+   bookworm-cloud bookworm trixie sid aarch64 ns-only": the cloud-style guest, Debian 12's cloud and
+   generic kernels, Debian 13's and unstable's on x86_64, Debian 12 on arm64 virt, patch 0001 alone as upstream
    11.1 ships it), each its
    own pytest run under <run>/<cell>/, selection from NIGHTLY_PYTEST_ARGS (else PYTEST_ARGS);
    NIGHTLY_MUTANTS=1 adds the mutation check under <run>/mutants/ (one "test" per mutant: killed = passed).

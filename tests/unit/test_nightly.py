@@ -119,7 +119,7 @@ class CellsFile(unittest.TestCase):
         self.assertEqual(cells["sid"]["GUEST_KERNEL"], "sid")
         self.assertTrue(Path(cells["ns-only"]["PATCHES"]).is_absolute())
         self.assertTrue((Path(cells["ns-only"]["PATCHES"]) / "series").is_file())
-        self.assertEqual(default.split()[0], "bookworm-cloud")
+        self.assertEqual(default.split()[0], "cloud", "the longest cell first")
 
     def test_a_default_without_its_cell_is_refused_by_name(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
