@@ -98,6 +98,23 @@ def cell_qemu(arch_name: str, env: dict[str, str], log: Path) -> str:
     return qemu if rc == 0 and Path(qemu).is_file() else ""
 
 
+#: A cell's pytest run ends at this bound (NIGHTLY_CELL_BOUND_S): above the cloud-style guest's 30 min
+#: beside other cells on 2 cores; the pipeline's job bound (60 min) is the tighter one there.
+CELL_BOUND_S = 3 * 3600.0
+#: pytest's exit statuses that mean every selected test ran: all passed, some failed, none selected.
+PYTEST_RAN = (0, 1, 5)
+
+
+def pytest_cut_short(rc: int, bound: float) -> str | None:
+    """Why a cell's pytest run did not run all its tests (ended at the bound, interrupted, an
+    internal or usage error), or None. Its junit.xml then lacks tests that would have run."""
+    if rc == -1:
+        return f"pytest ended at its bound of {bound:g} s (NIGHTLY_CELL_BOUND_S)"
+    if rc not in PYTEST_RAN:
+        return f"pytest exited {rc}: not every test ran (see pytest.log)"
+    return None
+
+
 def guest_build(cenv: dict[str, str]) -> tuple[str, str, str]:
     """For a cell's variables: the script that builds its guest, the variable that names the
     guest's folder, and the kernel file a good build has."""
@@ -120,17 +137,24 @@ def run_cell(name: str, folder: Path, env: dict[str, str], pytest_args: list[str
         return {"exit": rc, "tests": {"(guest build)": {"outcome": "error", "seconds": 0}}}
     jobs = env.get("JOBS", "1")
     xdist = ["-n", jobs] if jobs != "1" else []
+    bound = float(env.get("NIGHTLY_CELL_BOUND_S", CELL_BOUND_S))
     rc, _ = run_logged([sys.executable, "-m", "pytest", *xdist, "tests/acceptance", *pytest_args],
-                       {**cenv, "QEMU": qemu, dir_var: guest, "RESULTS_DIR": str(folder)}, folder / "pytest.log")
+                       {**cenv, "QEMU": qemu, dir_var: guest, "RESULTS_DIR": str(folder)}, folder / "pytest.log",
+                       bound=bound)
     latest = folder / "latest"
     if not (latest / "junit.xml").is_file():
         return {"exit": rc, "tests": {"(pytest)": {"outcome": "error", "seconds": 0}}}
+    tests = junit_tests(latest / "junit.xml")
+    cut = pytest_cut_short(rc, bound)
+    if cut:   # junit.xml holds the tests that ran before; the rest are missing, not passed
+        tests["(pytest)"] = {"outcome": "error", "seconds": 0}
+        print(f"nightly: {name}: {cut}; {len(tests) - 1} tests recorded", flush=True)
     run_logged([sys.executable, "-m", "nvme_hotswap.report.evidence", str(latest.resolve())], cenv,
                folder / "evidence.log")
     env_json = latest / "environment.json"
     environment = json.loads(env_json.read_text()) if env_json.is_file() else {}
     guest_info = environment.get("guest") or {}
-    return {"exit": rc, "tests": junit_tests(latest / "junit.xml"), "qemu": qemu,
+    return {"exit": rc, "tests": tests, "qemu": qemu,
             "qemu_version": environment.get("qemu_version"), "qemu_build": environment.get("qemu_build"),
             "guest_kernel": guest_info.get("kernel_release") or guest_info.get("kernel")}
 
@@ -185,7 +209,9 @@ def compare(prev: dict, cur: dict, ratio: float = 1.5, min_extra: float = 5.0) -
     duration scaled by the cell's overall slowdown, see cell_load). A cell slower as a whole is
     noted under "cell_load" but not counted: shared runners' load would otherwise fail nights."""
     before, now = flat(prev), flat(cur)
-    out: dict[str, list[str]] = {"new_failures": [], "fixed": [], "slower": [], "still_failing": [], "cell_load": []}
+    out: dict[str, list[str]] = {"new_failures": [], "fixed": [], "slower": [], "missing": [], "still_failing": [],
+                                 "cell_load": []}
+    out["missing"] = missing(prev, cur)
     loads = {cell: cell_load(before, now, cell) for cell in cur.get("cells", {})}
     for cell, load in sorted(loads.items()):
         if load >= 1.2:
@@ -202,6 +228,21 @@ def compare(prev: dict, cur: dict, ratio: float = 1.5, min_extra: float = 5.0) -
             if s >= o * ratio and s - o >= min_extra:
                 out["slower"].append(f"{name} ({float(old['seconds']):g} s -> {s:g} s)")
     return out
+
+
+def missing(prev: dict, cur: dict) -> list[str]:
+    """Tests that ran last time and not now, in a cell that ran both times with the same pytest
+    selection and recorded no failure of its own ("(pytest)", "(no result)", ...: those already
+    count): a test that silently stops running is how a broken series would pass."""
+    if prev.get("pytest_args") != cur.get("pytest_args"):
+        return []
+    gone = []
+    for cell, data in cur.get("cells", {}).items():
+        if cell not in prev.get("cells", {}) or any(n.startswith("(") for n in data["tests"]):
+            continue
+        gone += [f"{cell}/{n}" for n in sorted(prev["cells"][cell]["tests"])
+                 if not n.startswith("(") and n not in data["tests"]]
+    return gone
 
 
 def totals(line: dict) -> dict[str, int]:
@@ -222,12 +263,13 @@ def report(prev: dict | None, cur: dict, diff: dict[str, list[str]] | None) -> t
         lines += ["no previous run to compare with"] + [f"- failing: {n}" for n in failing]
         return "\n".join(lines) + "\n", bool(failing)
     lines.append(f"Compared with {prev['time']}:")
-    for key, title in [("new_failures", "new failure"), ("slower", "slower"), ("fixed", "fixed"),
-                       ("still_failing", "still failing"), ("cell_load", "note")]:
-        lines += [f"- {title}: {n}" for n in diff[key]]
-    regression = bool(diff["new_failures"] or diff["slower"])
+    for key, title in [("new_failures", "new failure"), ("slower", "slower"), ("missing", "missing"),
+                       ("fixed", "fixed"), ("still_failing", "still failing"), ("cell_load", "note")]:
+        lines += [f"- {title}: {n}" for n in diff.get(key, [])]
+    gone = diff.get("missing", [])
+    regression = bool(diff["new_failures"] or diff["slower"] or gone)
     lines += ["", f"REGRESSION: {len(diff['new_failures'])} new failures, {len(diff['slower'])} slower"
-              if regression else "no regression"]
+              + (f", {len(gone)} missing" if gone else "") if regression else "no regression"]
     return "\n".join(lines) + "\n", regression
 
 

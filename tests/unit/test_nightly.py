@@ -25,7 +25,7 @@ BEFORE = line("t1", bookworm={"A.test_pass": ("passed", 5.0), "A.test_fail": ("f
 class Compare(unittest.TestCase):
     def test_same_results_no_regression(self) -> None:
         diff = nightly.compare(BEFORE, BEFORE)
-        self.assertEqual(diff, {"new_failures": [], "fixed": [], "slower": [],
+        self.assertEqual(diff, {"new_failures": [], "fixed": [], "slower": [], "missing": [],
                                 "still_failing": ["bookworm/A.test_fail"], "cell_load": []})
         text, regression = nightly.report(BEFORE, BEFORE, diff)
         self.assertFalse(regression)
@@ -43,6 +43,32 @@ class Compare(unittest.TestCase):
         self.assertTrue(regression)
         self.assertIn("new failure: bookworm/A.test_pass", text)
         self.assertIn("REGRESSION: 3 new failures, 0 slower", text)
+
+    def test_a_test_that_stopped_running_is_missing_and_a_regression(self) -> None:
+        now = line("t2", bookworm={"A.test_pass": ("passed", 5.0), "A.test_fail": ("failed", 3.0),
+                                   "A.test_skip": ("skipped", 0.0), "A.test_long": ("passed", 20.0)},
+                   trixie={"A.test_pass": ("passed", 5.0)})
+        diff = nightly.compare(BEFORE, now)
+        self.assertEqual(diff["missing"], ["bookworm/A.test_short"])
+        text, regression = nightly.report(BEFORE, now, diff)
+        self.assertTrue(regression)
+        self.assertIn("- missing: bookworm/A.test_short", text)
+        self.assertIn("REGRESSION: 0 new failures, 0 slower, 1 missing", text)
+
+    def test_missing_needs_the_same_selection_and_a_cell_that_ran(self) -> None:
+        now = line("t2", bookworm={"A.test_pass": ("passed", 5.0)})      # trixie not run now: not missing
+        self.assertEqual(nightly.compare(BEFORE, now)["missing"], ["bookworm/A.test_fail", "bookworm/A.test_long",
+                                                                   "bookworm/A.test_short", "bookworm/A.test_skip"])
+        self.assertEqual(nightly.compare(BEFORE, {**now, "pytest_args": ["-k", "pass"]})["missing"], [])
+        cut = line("t2", bookworm={"A.test_pass": ("passed", 5.0), "(pytest)": ("error", 0.0)})
+        self.assertEqual(nightly.compare(BEFORE, cut)["missing"], [], "a cell cut short already fails")
+        self.assertEqual(nightly.compare(BEFORE, cut)["new_failures"], ["bookworm/(pytest)"])
+
+    def test_a_pytest_run_cut_short_is_named(self) -> None:
+        self.assertIsNone(nightly.pytest_cut_short(0, 10))
+        self.assertIsNone(nightly.pytest_cut_short(1, 10))
+        self.assertIn("ended at its bound of 1800 s", nightly.pytest_cut_short(-1, 1800) or "")
+        self.assertIn("pytest exited 2", nightly.pytest_cut_short(2, 10) or "")
 
     def test_same_test_other_cell_is_its_own(self) -> None:
         now = line("t2", trixie={"A.test_fail": ("failed", 3.0)})
