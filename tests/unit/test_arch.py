@@ -42,7 +42,7 @@ class ArchTags(unittest.TestCase):
 class NightlyCells(unittest.TestCase):
     def test_default_cells_cover_every_kernel_arm64_and_cloud(self) -> None:
         cells = nightly.DEFAULT_CELLS.split()
-        self.assertEqual(cells, ["bookworm-cloud", "bookworm", "trixie", "sid", "aarch64", "cloud", "ns-only"])
+        self.assertEqual(cells, ["cloud", "bookworm-cloud", "bookworm", "trixie", "sid", "aarch64", "ns-only"])
         self.assertEqual({nightly.CELLS[c]["GUEST_ARCH"] for c in cells}, {"x86_64", "aarch64"})
         kernels = {nightly.CELLS[c]["GUEST_KERNEL"] for c in cells}
         self.assertEqual(kernels, {"bookworm-cloud", "bookworm", "trixie", "sid"})
