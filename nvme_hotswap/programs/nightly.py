@@ -209,9 +209,8 @@ def compare(prev: dict, cur: dict, ratio: float = 1.5, min_extra: float = 5.0) -
     duration scaled by the cell's overall slowdown, see cell_load). A cell slower as a whole is
     noted under "cell_load" but not counted: shared runners' load would otherwise fail nights."""
     before, now = flat(prev), flat(cur)
-    out: dict[str, list[str]] = {"new_failures": [], "fixed": [], "slower": [], "missing": [], "still_failing": [],
-                                 "cell_load": []}
-    out["missing"] = missing(prev, cur)
+    out: dict[str, list[str]] = {"new_failures": [], "fixed": [], "slower": [], "missing": missing(prev, cur),
+                                 "still_failing": [], "cell_load": []}
     loads = {cell: cell_load(before, now, cell) for cell in cur.get("cells", {})}
     for cell, load in sorted(loads.items()):
         if load >= 1.2:
@@ -412,10 +411,11 @@ def merge(records: dict[str, dict], expected: list[str], pipeline: str | None) -
     for name in expected:
         record = dict(records.get(name) or {"exit": None, "tests": {NO_RESULT: {"outcome": "error", "seconds": 0}}})
         line["pytest_args"] = record.pop("pytest_args", line.get("pytest_args", []))
-        line["qemu"].setdefault("source", record.pop("qemu_source", None))
-        line["qemu"].setdefault("version", record.pop("qemu_version", None))
-        line["qemu"].setdefault("build", record.pop("qemu_build", None))
-        for key in ("cell", "pipeline", "time", "qemu_source", "qemu_version", "qemu_build"):
+        for key in ("source", "version", "build"):   # from the first cell that recorded it
+            value = record.pop(f"qemu_{key}", None)
+            if line["qemu"].get(key) is None:
+                line["qemu"][key] = value
+        for key in ("cell", "pipeline", "time"):
             record.pop(key, None)
         line["cells"][name] = record
     line["qemu"] = {k: v for k, v in line["qemu"].items() if v is not None} or {"source": "(no cell recorded it)"}

@@ -151,6 +151,10 @@ class CiSteps(unittest.TestCase):
         diff = nightly.compare(prev, line)
         self.assertEqual(diff["new_failures"], [f"sid/{nightly.NO_RESULT}"])
 
+    def test_the_qemu_comes_from_a_cell_that_recorded_it_when_the_first_did_not(self) -> None:
+        line = nightly.merge({"sid": record("sid", "7", **{"A.test": "passed"})}, ["trixie", "sid"], "7")
+        self.assertEqual(line["qemu"], {"source": "pinned", "version": "10.2.2"})
+
     def test_judge_appends_and_speaks_as_make_nightly(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             history, out = Path(tmp) / "h.jsonl", Path(tmp) / "compare"
