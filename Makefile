@@ -38,7 +38,7 @@ export QEMU_FLAVOUR QEMU_DEVICES
 ##            QEMU_FLAVOUR=asan (our QEMU with AddressSanitizer: a leak or use-after-free report fails its test)
 
 
-.PHONY: help review mutation-score venv host-deps qemu qemu-unpatched guest lint check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud check-aarch64 nightly nightly-build nightly-cell nightly-compare ci-local soak fuzz clean
+.PHONY: help review mutation-score venv host-deps qemu qemu-unpatched guest lint check check-unit check-series check-acceptance check-mutants evidence bench cloud-image check-cloud check-aarch64 check-upstream nightly nightly-build nightly-cell nightly-compare ci-local soak fuzz clean
 
 help: ## this list: every target, then the variables
 	@awk 'BEGIN { FS = ":.*## " } \
@@ -119,6 +119,14 @@ check-cloud: ## check-acceptance on the cloud-style guest (GUEST=cloud; IMAGE=/p
 # The suite on an arm64 guest (Debian 12's arm64 kernel) on virt, with qemu-system-aarch64 built the same way.
 check-aarch64: ## check-acceptance on an arm64 guest on QEMU's virt machine (GUEST_ARCH=aarch64)
 	@$(MAKE) --no-print-directory check-acceptance GUEST_ARCH=aarch64
+
+# Upstream's own release (Debian's binary of the version pinned in scripts/fetch-upstream-qemu.sh, run from
+# a private unstable root): the whole suite. A test failing as a documented upstream defect reads "known
+# upstream defect (docs/findings/...)" and does not fail the run; one that passes there fails it
+# (nvme_hotswap/known_defects.py). GUEST_ARCH=aarch64: its qemu-system-aarch64 on virt.
+check-upstream: ## the suite against upstream QEMU's own release (Debian's 11.1.3 binary); known defects reported as such
+	@bash scripts/install-host-deps.sh >&2 && qemu=$$(bash scripts/fetch-upstream-qemu.sh | tail -n 1) && \
+	$(MAKE) --no-print-directory check-acceptance QEMU="$$qemu"
 
 # The guest matrix (NIGHTLY_CELLS), one history line per run, exit 1 on a regression (docs/nightly.md).
 nightly: venv ## build QEMU, run the guest matrix, compare with the last night (docs/nightly.md)

@@ -5,6 +5,9 @@
 - A run that includes tests/acceptance starts with the preflight (nvme_hotswap/preflight.py): a wrong
   QEMU, guest, results folder or ACCEL stops it at once with one message and exit status 2.
 - avocado's `self.cancel(reason)` becomes a pytest skip with that reason.
+- A test marked `@known_defect(...)` (nvme_hotswap/known_defects.py) that fails as its finding says on
+  the release the marker names reads as "known upstream defect (docs/findings/...)" (xfail); one that
+  passes there fails the run until the marker goes.
 - Every run writes results/<UTC timestamp>/ (JUnit XML and TAP there by default) and results/latest.
 - SIGTERM ends the run like Ctrl-C, so every test's teardown ends its QEMU by PID; any QEMU
   still alive at the end is killed by PID and fails the run.
@@ -19,11 +22,12 @@ import pluggy
 import pytest
 from avocado.core.exceptions import TestCancel
 
-from nvme_hotswap import preflight, tags
+from nvme_hotswap import config as run_config
+from nvme_hotswap import known_defects, preflight, tags
 from nvme_hotswap.config import ROOT, ConfigError
 from nvme_hotswap.programs.proc import sigterm_as_interrupt
 from nvme_hotswap.report import results, tap
-from nvme_hotswap.vm import machine
+from nvme_hotswap.vm import capabilities, machine
 
 ACCEPTANCE = ROOT / "tests" / "acceptance"
 
@@ -88,6 +92,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         reason = str(call.excinfo.value) or "cancelled without a reason"
         report.outcome = "skipped"
         report.longrepr = (str(item.path), item.location[1] or 0, f"CANCEL: {reason}")
+    defects = known_defects.of(getattr(item, "obj", None))
+    if defects and call.when == "call" and report.outcome in ("passed", "failed"):
+        # the exception's own words, not pytest's listing (which quotes the source, the marker's regex too)
+        failure = call.excinfo.exconly() if call.excinfo is not None else ""
+        verdict = known_defects.judge(defects, _package_under_test(), report.outcome, failure)
+        if verdict is not None and verdict.outcome == "known":
+            report.outcome = "skipped"          # pytest's xfail: junit <skipped type="pytest.xfail">
+            report.wasxfail = verdict.message
+        elif verdict is not None:
+            report.outcome = "failed"
+            report.longrepr = f"{report.longrepr}\n\n{verdict.message}" if report.longrepr else verdict.message
+
+
+def _package_under_test() -> str:
+    """What the QEMU under test says it is (query-version's package): known-defect markers name it.
+    The probe is cached per process: a test that ran has made it already."""
+    cfg = run_config.current()
+    return capabilities.of_qemu_under_test(cfg, results.worker_folder("capability-probe")).package
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -4,19 +4,24 @@ It carries the test's lifecycle so a test carries only its intent: cancel when t
 serve the test (architecture, a `needs:` capability, the guest flavour), boot the topology on the
 probed accelerator through a Rig (the hot-swap layer: `self.rig`), and after every test fail it on
 what a reviewer would not accept even if the test's own assertions passed: a kernel bug report in
-the guest log (blktests' habit), block nodes or open fds that QEMU did not give back, and a QEMU
+the guest log (blktests' habit), block nodes or open fds that QEMU did not give back once what the
+test plugged and left is unplugged (each plug registers its unplug: a failure reads once), and a QEMU
 that died or did not end cleanly at quit (an assertion in bdrv_close_all, say). The VM is always
 ended by PID, whatever happened. The `assert_*` verbs are what tests conclude.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
+import unittest
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import avocado
+from avocado.core.exceptions import TestCancel
 
 from . import arch, config, preflight, tags
 from .guest import klog
@@ -24,7 +29,7 @@ from .guest.ssh import Guest
 from .hotswap.rig import Names, Rig
 from .report import environment, results
 from .vm import accel, capabilities
-from .vm.machine import QemuMachine, Resources, describe_status
+from .vm.machine import QemuExited, QemuMachine, Resources, describe_status
 from .vm.topology import Topology
 from .wait import WaitTimeout, wait_until
 
@@ -59,8 +64,17 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
         self._baseline: Resources | None = None
         self._growth = (0, 0, "")      # block nodes and fds a test may keep, and why
         self._exit_problem: str | None = None
+        self._test_failure: BaseException | None = None   # what the test method raised (not a cancel)
         super().__init__(methodName, name=name, params=params, base_logdir=base_logdir,
                          config=config, tags=tags)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every test method records its own failure (tearDown reports each cause once), under
+        pytest and avocado alike: neither runner tells tearDown how the method ended."""
+        super().__init_subclass__(**kwargs)
+        for name, func in list(vars(cls).items()):
+            if name.startswith("test") and callable(func) and not hasattr(func, "__wrapped__"):
+                setattr(cls, name, _recording_failure(func))
 
     # --- what a test uses ------------------------------------------------------------------
     @property
@@ -137,19 +151,29 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
         return self.guest_precondition()
 
     def tearDown(self) -> None:
+        """What the test left, each cause once: the test's own failure says what it saw (a QEMU that
+        died under it, a guest that stopped answering), so tear-down adds only what is new: a
+        kernel bug report, resources QEMU kept once the test's plugs are undone, a QEMU that died
+        after the test or did not quit cleanly."""
         problems: list[str] = []
+        failure = self._test_failure
         try:
             if self._rig is not None:
-                try:
-                    problems += self.guest_kernel_problems()
-                except Exception as exc:  # an unreachable guest is itself worth reporting
-                    problems.append(f"could not read the guest kernel log after the test: {exc!r}")
                 if not self.vm.is_running():
-                    problems.append(f"QEMU exited during the test ({describe_status(self.vm.returncode)}): "
-                                    f"{self.vm.stderr_tail()}")
+                    if not isinstance(failure, QemuExited):   # else the test's own failure named it
+                        problems.append(f"QEMU exited during the test ({describe_status(self.vm.returncode)}): "
+                                        f"{self.vm.stderr_tail()}")
                 else:
+                    try:
+                        problems += self.guest_kernel_problems()
+                    except Exception as exc:  # an unreachable guest is itself worth reporting
+                        if failure is None:
+                            problems.append(f"could not read the guest kernel log after the test: {exc!r}")
+                        else:
+                            self.log.warning("could not read the guest kernel log after the failed test: %r", exc)
+                    self.undo_plugs()
                     problems += self.resource_problems()
-                problems += self.needs_problems()
+                problems += self.needs_problems(passed=failure is None)
         finally:
             running = self._rig is not None and self.vm.is_running()
             self._release()
@@ -158,21 +182,29 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
         if problems:
             self.fail("\n".join(problems))
 
-    def needs_problems(self) -> list[str]:
+    def needs_problems(self, passed: bool) -> list[str]:
         """A test's `needs:` tags must be exactly what it used at the monitor: one lacking a tag fails
         instead of cancelling on a QEMU without that part of the series; one with a tag it did not
         use cancels for nothing (upstream 11.1 has namespace hotplug only). The second is judged
-        only when the test itself passed."""
+        only when the test itself `passed` (a failed one may not have got to use it)."""
         declared = set(tags.needs(tags.of_test(type(self), self._testMethodName)))
         used = capabilities.used(self.vm.issued)
         out = [f"the test used {need} without a needs:{need} tag: on a QEMU without it, it would fail instead of "
                f"cancelling; add the tag" for need in sorted(used - declared)]
-        # unittest's own record of the test method's outcome (pytest runs TestCase through it); where
-        # it is absent (avocado's runner) only the first check is made
-        passed = bool(getattr(getattr(self, "_outcome", None), "success", False))
         out += [f"the test is tagged needs:{need} but never used it at the monitor: on a QEMU without it, it "
                 f"cancels for nothing; drop the tag" for need in sorted(declared - used) if passed]
         return out
+
+    def undo_plugs(self) -> None:
+        """Unplug what the test plugged and left (a test that failed half-way): every plug registered
+        its unplug when it succeeded (QemuMachine), so the failure reads once and the leak check
+        that follows judges only what QEMU kept after a proper unplug. What could not be undone is
+        logged; the leak check names what it left."""
+        left = self.vm.plugged()
+        if left:
+            self.log.info("undoing what the test plugged and left: %s", "; ".join(left))
+        for failure in self.vm.undo_plugs():
+            self.log.warning("could not undo %s", failure)
 
     def allow_growth(self, nodes: int = 0, fds: int = 0, why: str = "") -> None:
         """Let this test end with `nodes` block nodes and `fds` open fds more than at boot (`why`:
@@ -266,3 +298,17 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
         self.assertEqual(self.guest.nvme_names(), before,
                          "guest NVMe names changed (PCI address -> (controller, disks))")
         self.observe("names kept: " + " ".join(d for _, disks in sorted(before.values()) for d in disks))
+
+
+def _recording_failure(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`func` (a test method) noting what it raised on the test, a cancel or skip aside."""
+    @functools.wraps(func)   # keeps the docstring (tags) and attributes (known-defect markers)
+    def run(self: HotswapTest, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(self, *args, **kwargs)
+        except (TestCancel, unittest.SkipTest):
+            raise
+        except BaseException as exc:
+            self._test_failure = exc
+            raise
+    return run

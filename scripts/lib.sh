@@ -45,6 +45,8 @@ private_apt_opts() {  # private_apt_opts ROOT [ARCH]
   local root=$1 arch=${2:-}
   printf -- '-o Dir::Etc::SourceList=%s -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=%s -o Dir::Cache=%s -o Debug::NoDropPrivs=1 -o APT::Sandbox::User=root' \
     "$root/sources.list" "$root/lists" "$root/cache"
+  # APT_EXTRA_OPTS: options one caller needs (e.g. an archive whose Release is past its Valid-Until)
+  [ -z "${APT_EXTRA_OPTS:-}" ] || printf ' %s' "$APT_EXTRA_OPTS"
   [ -z "$arch" ] || printf -- ' -o APT::Architecture=%s -o APT::Architectures=%s' "$arch" "$arch"
   echo
 }

@@ -16,6 +16,11 @@ PCIEHP_SLOT = r"pcieport {port}: pciehp: Slot #\d+ .*HotPlug\+"
 # The guest saw the Namespace Attribute Changed AEN and rescanned (nvme_scan_work).
 NS_RESCAN = r"nvme {ctrl}: rescanning namespaces\."
 
+# The guest refused a namespace that a second controller reported while it is not shared (Identify
+# Namespace NMIC.SHRNS clear): a private namespace must be attached to one controller at a time
+# (nvme core.c, nvme_init_ns_head). 6.1 and 6.12 print the same.
+DUPLICATE_UNSHARED = r"nvme (nvme\d+): Duplicate unshared namespace {nsid}\b"
+
 # AER recovery of a controller after a Surprise Down error injected at its root port.
 AER_FATAL_RECEIVED = r"pcieport {port}: AER: (Multiple )?Uncorrect(ed|able) \(Fatal\) error (message )?received"
 AER_SDES = r"\[ ?5\] SDES\s+\(First\)"

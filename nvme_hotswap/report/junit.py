@@ -10,7 +10,8 @@ from pathlib import Path
 class Case:
     classname: str      # tests.acceptance.test_drive_reconnect.DriveReconnect
     name: str           # test_same_file
-    outcome: str        # passed, failed, error or skipped (a cancel is a skip)
+    outcome: str        # passed, failed, error, skipped (a cancel is a skip) or known (a known upstream
+                        # defect, reproduced as its finding says: pytest's xfail)
     seconds: float
     message: str        # first line of the failure, error or skip message ("" when passed)
 
@@ -31,7 +32,8 @@ def read(path: Path) -> list[Case]:
         for tag in ("failure", "error", "skipped"):
             el = case.find(tag)
             if el is not None:
-                outcome = "failed" if tag == "failure" else tag
+                outcome = ("failed" if tag == "failure" else
+                           "known" if el.get("type") == "pytest.xfail" else tag)
                 message = (el.get("message") or "").splitlines()[0] if el.get("message") else ""
                 break
         cases.append(Case(case.get("classname", ""), case.get("name", ""), outcome,

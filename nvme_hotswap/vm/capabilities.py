@@ -26,6 +26,7 @@ class Capabilities:
     drive_insert_hmp: bool
     drive_insert_detail: str
     reconnect_qmp: bool
+    package: str = ""       # query-version's package ("Debian 1:11.1.3+ds-1"; "" for a plain build)
 
     def missing(self, need: str) -> str | None:
         """None if `need` is present, else the reason a test needing it must cancel."""
@@ -65,6 +66,7 @@ def probe(cfg: RunConfig, artifacts: Path) -> Capabilities:
         try:
             version = vm.qmp("query-version")["qemu"]
             version_text = f"{version['major']}.{version['minor']}.{version['micro']}"
+            package = str(vm.qmp("query-version").get("package", "")).strip()
             try:
                 vm.qmp("device_add", driver="nvme-ns", id="ns0", drive="drv0", bus="nvme0", nsid=1)
                 ns_ok, ns_detail = True, ("device_add nvme-ns accepted at run time on a controller of a paused machine "
@@ -75,7 +77,7 @@ def probe(cfg: RunConfig, artifacts: Path) -> Capabilities:
             di_ok = help_text.startswith("drive_insert")
             di_detail = "present" if di_ok else (help_text or "unknown command: 'drive_insert'")
             commands = {c["name"] for c in vm.qmp("query-commands")}
-            return Capabilities(qemu=str(qemu), version=version_text,
+            return Capabilities(qemu=str(qemu), version=version_text, package=package,
                                 nvme_ns_hotplug=ns_ok, nvme_ns_hotplug_detail=ns_detail,
                                 drive_insert_hmp=di_ok, drive_insert_detail=di_detail,
                                 reconnect_qmp=RECONNECT_QMP_COMMAND in commands)

@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,8 @@ class QemuMachine:
         self.ended_by: str | None = None   # how shutdown() ended it: quit, SIGTERM, SIGKILL, or on its own
         self._paused_by: str | None = None  # the STOP not followed by RESUME: None while it runs
         self._stop_allowed: str | None = None  # why the test provokes stops itself (allow_stop)
+        # What this QEMU was told to plug at run time and not yet to unplug: key -> the undo, in order.
+        self._plugged: dict[str, tuple[str, Callable[[], object]]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
     def launch(self, timeout: float = 30.0) -> None:
@@ -282,6 +284,7 @@ class QemuMachine:
             self.check_alive()   # a dead QEMU is named as such, not as a socket error
             raise
         self._record("qmp<", json.dumps(ret))
+        self._note_plug("qmp", command, args)
         return ret
 
     def hmp(self, command_line: str) -> str:
@@ -302,6 +305,7 @@ class QemuMachine:
             self.check_alive()
             raise
         self._record("hmp<", str(out).rstrip())
+        self._note_plug("hmp", command_line.split(" ", 1)[0], {"line": command_line, "out": str(out).strip()})
         return str(out)
 
     def hmp_ok(self, command_line: str) -> str:
@@ -346,6 +350,46 @@ class QemuMachine:
         elif ev.get("event") == "RESUME":
             self._paused_by = None
         return True
+
+    # --- what was plugged, and its undo -----------------------------------------------------
+    def _note_plug(self, kind: str, command: str, args: dict[str, Any]) -> None:
+        """Each plug registers its unplug as it succeeds, each unplug (or a reconnect that hands a
+        node to a device) takes it back: a test that fails half-way leaves a list of what to undo,
+        so its tear-down reads one failure, not the same one again as leaked resources."""
+        if kind == "qmp" and command == "device_add" and args.get("id"):
+            dev, slow = str(args["id"]), args.get("driver") != "nvme-ns"   # a PCI device: pciehp's ~6 s
+            self._plugged[f"device:{dev}"] = (f"device_del {dev}", lambda: self.device_del(dev, 60.0 if slow else 10.0))
+        elif kind == "qmp" and command == "device_del":
+            self._plugged.pop(f"device:{args.get('id')}", None)
+        elif kind == "qmp" and command == "blockdev-add" and args.get("node-name"):
+            node = str(args["node-name"])
+            self._plugged[f"node:{node}"] = (f"blockdev-del {node}",
+                                             lambda: self.qmp("blockdev-del", **{"node-name": node}))
+        elif kind == "qmp" and command in ("blockdev-del", "x-blockdev-reconnect"):
+            self._plugged.pop(f"node:{args.get('node-name')}", None)
+        elif kind == "hmp" and command == "drive_add" and args["out"] == "OK":
+            m = re.search(r"(?:^|,)id=([^,\s]+)", args["line"].split(" ", 2)[-1])
+            if m:
+                drive = m.group(1)
+                self._plugged[f"drive:{drive}"] = (f"drive_del {drive}", lambda: self.drive_del(drive))
+        elif kind == "hmp" and command == "drive_del" and not args["out"]:
+            self._plugged.pop(f"drive:{args['line'].split()[-1]}", None)
+
+    def plugged(self) -> list[str]:
+        """The undo of every run-time plug not unplugged yet, last plug first (monitor commands)."""
+        return [what for what, _ in reversed(self._plugged.values())]
+
+    def undo_plugs(self) -> list[str]:
+        """Unplug, last first, what the test plugged and did not unplug; what could not be undone
+        (QEMU's words). The leak check then judges what QEMU still holds."""
+        failed = []
+        for key, (what, undo) in reversed(list(self._plugged.items())):
+            try:
+                undo()
+            except (MonitorError, AssertionError) as exc:
+                failed.append(f"{what}: {exc}")
+            self._plugged.pop(key, None)
+        return failed
 
     # --- verbs of the hot-swap sequences -----------------------------------------------------
     def device_del(self, dev_id: str, timeout: float = 60.0, wait: bool = True) -> dict[str, Any] | None:

@@ -42,17 +42,25 @@ class ArchTags(unittest.TestCase):
 class NightlyCells(unittest.TestCase):
     def test_default_cells_cover_every_kernel_arm64_and_cloud(self) -> None:
         cells = nightly.DEFAULT_CELLS.split()
-        self.assertEqual(cells, ["cloud", "bookworm-cloud", "bookworm", "trixie", "sid", "aarch64", "ns-only"])
+        self.assertEqual(cells, ["cloud", "bookworm-cloud", "bookworm", "trixie", "sid", "aarch64", "upstream",
+                                 "upstream-aarch64", "ns-only"])
         self.assertEqual({nightly.CELLS[c]["GUEST_ARCH"] for c in cells}, {"x86_64", "aarch64"})
         kernels = {nightly.CELLS[c]["GUEST_KERNEL"] for c in cells}
         self.assertEqual(kernels, {"bookworm-cloud", "bookworm", "trixie", "sid"})
 
-    def test_the_ns_only_cell_builds_patch_0001_alone(self) -> None:
+    def test_the_ns_only_cell_builds_the_namespace_patch_without_drive_reconnection(self) -> None:
         from pathlib import Path
         series = Path(nightly.CELLS["ns-only"]["PATCHES"], "series")
         listed = [ln.strip() for ln in series.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-        self.assertEqual([Path(p).name for p in listed], ["0001-hw-nvme-add-namespace-hotplug-support.patch"])
+        self.assertEqual([Path(p).name for p in listed], ["0001-hw-nvme-add-namespace-hotplug-support.patch",
+                                                          "0006-hw-block-virtio-blk-do-not-read-zone-limits-of-an-em.patch"])
         self.assertTrue(all((series.parent / p).is_file() for p in listed))
+
+    def test_the_upstream_model_series_is_what_upstream_ships(self) -> None:
+        from nvme_hotswap.config import ROOT
+        series = ROOT / "patches" / "upstream-11.1" / "series"
+        listed = [ln.strip() for ln in series.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        self.assertEqual(listed, ["../0001-hw-nvme-add-namespace-hotplug-support.patch"])
 
     def test_cell_qemu_prefers_the_given_binary_per_arch(self) -> None:
         env = {"QEMU": "/x86/qemu", "QEMU_AARCH64": "/arm/qemu"}

@@ -54,8 +54,10 @@ class PipelineMatchesCells(unittest.TestCase):
         self.assertEqual(sorted(cells), sorted(CELLS_DATA["cells"]), "a cell the pipeline never runs")
 
     def test_the_build_stage_builds_each_cells_qemu(self) -> None:
-        built = {(row["GUEST_ARCH"], row.get("PATCHES", "")) for row in expand(PIPELINE["build-qemu"])}
-        needed = {(c["vars"]["GUEST_ARCH"], c["vars"].get("PATCHES", "")) for c in CELLS_DATA["cells"].values()}
+        built = {(row["GUEST_ARCH"], row.get("PATCHES", ""), row.get("QEMU_ORIGIN", ""))
+                 for row in expand(PIPELINE["build-qemu"])}
+        needed = {(c["vars"]["GUEST_ARCH"], c["vars"].get("PATCHES", ""), c["vars"].get("QEMU_ORIGIN", ""))
+                  for c in CELLS_DATA["cells"].values()}
         self.assertEqual(built, needed)
 
     def test_the_build_stage_builds_each_cells_guest(self) -> None:
@@ -69,8 +71,11 @@ class PipelineMatchesCells(unittest.TestCase):
             for row in expand(PIPELINE[job]):
                 with self.subTest(job=job, row=row):
                     self.assertTrue(nightly.cells_needing(kind, row), "a build no cell needs")
-        self.assertEqual(nightly.cells_needing("qemu", {"GUEST_ARCH": "x86_64", "PATCHES": "patches/upstream-11.1"}),
+        self.assertEqual(nightly.cells_needing("qemu", {"GUEST_ARCH": "x86_64", "PATCHES": "patches/ns-only"}),
                          ["ns-only"])
+        self.assertEqual(nightly.cells_needing("qemu", {"GUEST_ARCH": "aarch64", "QEMU_ORIGIN": "upstream"}),
+                         ["upstream-aarch64"])
+        self.assertEqual(nightly.qemu_script({"QEMU_ORIGIN": "upstream"}), "scripts/fetch-upstream-qemu.sh")
         self.assertEqual(nightly.cells_needing("guest", {"GUEST_ARCH": "x86_64", "GUEST_KERNEL": "bookworm",
                                                          "GUEST": "cloud"}), ["cloud"])
         os.environ["NIGHTLY_CELLS"] = "sid"

@@ -107,7 +107,7 @@ class Compare(unittest.TestCase):
 
     def test_totals_count_errors_as_failed(self) -> None:
         self.assertEqual(line("t", k={"a": ("passed", 1), "b": ("error", 0), "c": ("skipped", 0)})["totals"],
-                         {"passed": 1, "failed": 1, "skipped": 1})
+                         {"passed": 1, "failed": 1, "skipped": 1, "known": 0})
 
 
 class History(unittest.TestCase):

@@ -30,6 +30,7 @@ class Counts:
     failed: int
     error: int
     skipped: int    # a cancel is a skip
+    known: int = 0  # known upstream defects (docs/findings/), reproduced as documented
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +100,10 @@ def environment_items(env: dict[str, Any]) -> tuple[EnvItem, ...]:
         return (EnvItem("environment.json missing: environment unknown"),)
     qemu = f"QEMU {env.get('qemu_version', '?')}"
     build = env.get("qemu_build")
-    if isinstance(build, dict):
+    if isinstance(build, dict) and build.get("origin"):   # not built here: upstream's own binary
+        origin = EnvItem(f"{qemu}: {build['origin']}", tuple(f"{k}: `{build[k]}`" for k in
+                                                              ("package", "version", "started_through") if k in build))
+    elif isinstance(build, dict):
         patches = [p.strip() for p in build.get("patch", "").split(";") if p.strip()]
         origin = EnvItem(f"{qemu}, built from {build.get('source', '?')} with {len(patches)} patches:",
                          tuple(f"`{p.replace(' sha256=', '` sha256 `')}`" for p in patches))
@@ -167,7 +171,7 @@ def build(run: Path) -> Report:
         cases = outcomes(run / "junit.xml") if (run / "junit.xml").exists() else []
     except ET.ParseError:  # a run killed while pytest wrote it
         cases = []
-    counts = Counts(*(sum(c.outcome == k for c in cases) for k in ("passed", "failed", "error", "skipped")))
+    counts = Counts(*(sum(c.outcome == k for c in cases) for k in ("passed", "failed", "error", "skipped", "known")))
     scenarios: list[Scenario] = []
     for case in cases:
         folder = test_dir(run, case.full_name)
@@ -194,6 +198,8 @@ SERIES_MISSING = "QEMU lacks"   # how a cancel for a capability of the series be
 def trailer_allowed(cases: Sequence[Case]) -> bool:
     """Tested-by is offered when nothing failed, something passed and no test was cancelled for
     lack of the series: a cancel for a reason outside it (the guest flavour, the architecture)
-    says nothing against the series, a failure does, and an absent series was not tested."""
-    return (any(c.outcome == "passed" for c in cases) and not any(c.outcome in ("failed", "error") for c in cases)
+    says nothing against the series, a failure does (a known upstream defect too: it is known, not
+    absent), and an absent series was not tested."""
+    return (any(c.outcome == "passed" for c in cases)
+            and not any(c.outcome in ("failed", "error", "known") for c in cases)
             and not any(c.outcome == "skipped" and SERIES_MISSING in c.message for c in cases))
