@@ -151,10 +151,9 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
         return self.guest_precondition()
 
     def tearDown(self) -> None:
-        """What the test left, each cause once: the test's own failure says what it saw (a QEMU that
-        died under it, a guest that stopped answering), so tear-down adds only what is new: a
-        kernel bug report, resources QEMU kept once the test's plugs are undone, a QEMU that died
-        after the test or did not quit cleanly."""
+        """What the test left: a kernel bug report, resources QEMU kept once the test's plugs are
+        undone, a QEMU that died or did not quit cleanly. It fails a test that passed; a test that
+        failed reads once (its own failure), what tear-down found beside it goes to its log."""
         problems: list[str] = []
         failure = self._test_failure
         try:
@@ -176,11 +175,18 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
                 problems += self.needs_problems(passed=failure is None)
         finally:
             running = self._rig is not None and self.vm.is_running()
-            self._release()
-        if running and self._exit_problem:
-            problems.append(self._exit_problem)
-        if problems:
-            self.fail("\n".join(problems))
+            self._release(keep_log=True)
+        try:
+            if running and self._exit_problem:
+                problems.append(self._exit_problem)
+            if problems and failure is not None:
+                # the test has failed already: one report per test; what tear-down found goes in its log
+                for problem in problems:
+                    self.log.error("after the test's failure, tear-down also found: %s", problem)
+            elif problems:
+                self.fail("\n".join(problems))
+        finally:
+            self._detach_log()
 
     def needs_problems(self, passed: bool) -> list[str]:
         """A test's `needs:` tags must be exactly what it used at the monitor: one lacking a tag fails
@@ -231,13 +237,18 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
         return [f"QEMU kept resources after the test{allowed}: block nodes {len(base.nodes)} -> {len(now.nodes)} "
                 f"(not there at boot: {sorted(set(now.nodes) - set(base.nodes))}), open fds {base.fds} -> {now.fds}"]
 
-    def _release(self) -> None:
-        """End the VM by PID, drop the backing files, detach the log file; safe to call twice."""
+    def _release(self, keep_log: bool = False) -> None:
+        """End the VM by PID, drop the backing files, detach the log file (unless `keep_log`: the
+        caller still writes to it and detaches it itself); safe to call twice."""
         if self._rig is not None:
             self._rig.close()
             self._exit_problem = self._rig.vm.exit_problem()
         if hasattr(self, "artifacts"):
             shutil.rmtree(self.artifacts / "disks", ignore_errors=True)
+        if not keep_log:
+            self._detach_log()
+
+    def _detach_log(self) -> None:
         if self._log_handler is not None:
             for name in LOGGERS:
                 logging.getLogger(name).removeHandler(self._log_handler)
