@@ -6,13 +6,17 @@
              devices booted (topology), what the QEMU can do (capabilities)
   guest/     talking to the guest: SSH (ssh), parsers of what it prints (facts), kernel-log patterns
              (klog), the run's SSH key (sshkey), the cloud-style guest's seed and disk (cloud)
+  device/    the device level, no guest: QEMU under qtest (machine), the qtest protocol (qtest), PCI
+             config and BARs (pci), a minimal NVMe host (nvme) and its data structures (nvme_data),
+             DeviceTest (testcase)
   hotswap/   the hot-swap layer: the boot to SSH (boot) and every hot-swap step with its wait (rig;
              its monitor half alone: MonitorSteps)
   report/    what a run leaves: results folders (results), environment.json (environment), junit.xml
              reading (junit), TAP (tap), EVIDENCE.md/.html (evidence)
   review/    a posted series: read with b4 (series), the reply to the list (reply)
   preflight.py  the environment checked once before anything boots (QEMU, guest, results, ACCEL=kvm)
-  testcase.py  HotswapTest, the base class of tests/acceptance: lifecycle, cancels, assertions
+  basetest.py  SuiteTest: what every acceptance test has (artifacts, cancels, needs: tags, one report)
+  testcase.py  HotswapTest, the base class of the guest-level tests: boot, tear-down checks, assertions
   programs/  make soak, fuzz, bench, nightly, review, check-mutants, mutation-score and boot variants,
              their process helper (proc), the key a mutant's verdict is kept under (suite_key) and
              virtme-ng booted beside our guest for bench (vng); the library never imports them

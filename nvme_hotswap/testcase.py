@@ -1,4 +1,4 @@
-"""HotswapTest: the base class of the acceptance tests (avocado.Test, runs under pytest too).
+"""HotswapTest: the base class of the guest-level acceptance tests (a SuiteTest: basetest.py).
 
 It carries the test's lifecycle so a test carries only its intent: cancel when this run cannot
 serve the test (architecture, a `needs:` capability, the guest flavour), boot the topology on the
@@ -11,33 +11,26 @@ ended by PID, whatever happened. The `assert_*` verbs are what tests conclude.
 """
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import shutil
-import unittest
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import avocado
-from avocado.core.exceptions import TestCancel
-
-from . import arch, config, preflight, tags
+from . import preflight
+from .basetest import SuiteTest
 from .guest import klog
 from .guest.ssh import Guest
 from .hotswap.rig import Names, Rig
-from .report import environment, results
-from .vm import accel, capabilities
+from .report import environment
+from .vm import accel
 from .vm.machine import QemuExited, QemuMachine, Resources, describe_status
 from .vm.topology import Topology
 from .wait import WaitTimeout, wait_until
 
-LOGGERS = ("avocado.test", "nvme_hotswap")
 SETTLE_S = 3.0   # how long block nodes and fds may take to come back after a test (bottom halves, unrefs)
 
 
-class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type information
+class HotswapTest(SuiteTest):
     """Boots `controllers` NVMe controllers behind root ports; subclasses state the intent.
 
     Class attributes a test may override: controllers, namespaces_per_controller, subsys (an
@@ -55,26 +48,12 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
 
     def __init__(self, methodName: str = "test", name: Any = None, params: Any = None,
                  base_logdir: str | None = None, config: Any = None, tags: Any = None) -> None:
-        # Under avocado the runner gives each test its log folder; under pytest (base_logdir None)
-        # the artifacts go to this run's results folder, made in setUp: pytest also instantiates
-        # test classes while collecting, which must not create folders.
-        self._under_avocado_runner = base_logdir is not None
         self._rig: Rig | None = None
-        self._log_handler: logging.Handler | None = None
         self._baseline: Resources | None = None
         self._growth = (0, 0, "")      # block nodes and fds a test may keep, and why
         self._exit_problem: str | None = None
-        self._test_failure: BaseException | None = None   # what the test method raised (not a cancel)
         super().__init__(methodName, name=name, params=params, base_logdir=base_logdir,
                          config=config, tags=tags)
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Every test method records its own failure (tearDown reports each cause once), under
-        pytest and avocado alike: neither runner tells tearDown how the method ended."""
-        super().__init_subclass__(**kwargs)
-        for name, func in list(vars(cls).items()):
-            if name.startswith("test") and callable(func) and not hasattr(func, "__wrapped__"):
-                setattr(cls, name, _recording_failure(func))
 
     # --- what a test uses ------------------------------------------------------------------
     @property
@@ -97,28 +76,10 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
         return self.rig.topology
 
     # --- setup / teardown ------------------------------------------------------------------
-    def setUp(self) -> None:
-        try:
-            self._set_up()
-        except BaseException:
-            # unittest (pytest) skips tearDown when setUp fails or cancels; avocado calls it anyway.
-            if not self._under_avocado_runner:
-                self._release()
-            raise
+    def check_environment(self) -> None:
+        preflight.require(self.cfg)   # once per process; under pytest conftest.py has run it already
 
     def _set_up(self) -> None:
-        self.cfg = config.current()
-        preflight.require(self.cfg)   # once per process; under pytest conftest.py has run it already
-        self.artifacts = (Path(self.logdir) if self._under_avocado_runner else
-                          results.test_dir(f"{type(self).__module__}.{type(self).__name__}.{self._testMethodName}"))
-        self._log_handler = logging.FileHandler(self.artifacts / "test.log")
-        self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        for name in LOGGERS:
-            logging.getLogger(name).addHandler(self._log_handler)
-            logging.getLogger(name).setLevel(logging.DEBUG)
-        reason = self.cancel_reason()
-        if reason:
-            self.cancel(reason)
         self.accel = accel.choose(self.cfg)
         self.log.info("QEMU %s (%s); accelerator: %s", self.caps.version, self.caps.qemu, self.accel)
         environment.record(self.cfg, self.caps, self.accel)
@@ -134,26 +95,12 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
         (self.artifacts / "guest-names.json").write_text(json.dumps(self._rig.boot_names, indent=2) + "\n")
         self._baseline = self.vm.resources()
 
-    def cancel_reason(self) -> str | None:
-        """Why this run cannot serve the test, checked before anything boots: its `arch:` tags,
-        then its `needs:` capabilities (so a QEMU without the series reads "QEMU lacks ..."),
-        then the test's own guest_precondition()."""
-        test_tags = tags.of_test(type(self), self._testMethodName)
-        arches = arch.tagged_arches(test_tags)
-        if arches and self.cfg.arch.name not in arches:
-            return (f"test runs on {', '.join(arches)} (arch: tags); this run's guest is {self.cfg.arch.name} "
-                    "(GUEST_ARCH)")
-        self.caps = capabilities.of_qemu_under_test(self.cfg, results.worker_folder("capability-probe"))
-        for need in tags.needs(test_tags):
-            reason = self.caps.missing(need)
-            if reason:
-                return reason
+    def precondition(self) -> str | None:
         return self.guest_precondition()
 
-    def tearDown(self) -> None:
+    def tear_down_problems(self) -> list[str]:
         """What the test left: a kernel bug report, resources QEMU kept once the test's plugs are
-        undone, a QEMU that died or did not quit cleanly. It fails a test that passed; a test that
-        failed reads once (its own failure), what tear-down found beside it goes to its log."""
+        undone, a QEMU that died or did not quit cleanly (the VM is ended here, by PID)."""
         problems: list[str] = []
         failure = self._test_failure
         try:
@@ -172,34 +119,13 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
                             self.log.warning("could not read the guest kernel log after the failed test: %r", exc)
                     self.undo_plugs()
                     problems += self.resource_problems()
-                problems += self.needs_problems(passed=failure is None)
+                problems += self.needs_problems(self.vm.issued, passed=failure is None)
         finally:
             running = self._rig is not None and self.vm.is_running()
-            self._release(keep_log=True)
-        try:
-            if running and self._exit_problem:
-                problems.append(self._exit_problem)
-            if problems and failure is not None:
-                # the test has failed already: one report per test; what tear-down found goes in its log
-                for problem in problems:
-                    self.log.error("after the test's failure, tear-down also found: %s", problem)
-            elif problems:
-                self.fail("\n".join(problems))
-        finally:
-            self._detach_log()
-
-    def needs_problems(self, passed: bool) -> list[str]:
-        """A test's `needs:` tags must be exactly what it used at the monitor: one lacking a tag fails
-        instead of cancelling on a QEMU without that part of the series; one with a tag it did not
-        use cancels for nothing (upstream 11.1 has namespace hotplug only). The second is judged
-        only when the test itself `passed` (a failed one may not have got to use it)."""
-        declared = set(tags.needs(tags.of_test(type(self), self._testMethodName)))
-        used = capabilities.used(self.vm.issued)
-        out = [f"the test used {need} without a needs:{need} tag: on a QEMU without it, it would fail instead of "
-               f"cancelling; add the tag" for need in sorted(used - declared)]
-        out += [f"the test is tagged needs:{need} but never used it at the monitor: on a QEMU without it, it "
-                f"cancels for nothing; drop the tag" for need in sorted(declared - used) if passed]
-        return out
+            self._release()
+        if running and self._exit_problem:
+            problems.append(self._exit_problem)
+        return problems
 
     def undo_plugs(self) -> None:
         """Unplug what the test plugged and left (a test that failed half-way): every plug registered
@@ -237,23 +163,13 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
         return [f"QEMU kept resources after the test{allowed}: block nodes {len(base.nodes)} -> {len(now.nodes)} "
                 f"(not there at boot: {sorted(set(now.nodes) - set(base.nodes))}), open fds {base.fds} -> {now.fds}"]
 
-    def _release(self, keep_log: bool = False) -> None:
-        """End the VM by PID, drop the backing files, detach the log file (unless `keep_log`: the
-        caller still writes to it and detaches it itself); safe to call twice."""
+    def _release(self) -> None:
+        """End the VM by PID, drop the backing files; safe to call twice."""
         if self._rig is not None:
             self._rig.close()
             self._exit_problem = self._rig.vm.exit_problem()
         if hasattr(self, "artifacts"):
             shutil.rmtree(self.artifacts / "disks", ignore_errors=True)
-        if not keep_log:
-            self._detach_log()
-
-    def _detach_log(self) -> None:
-        if self._log_handler is not None:
-            for name in LOGGERS:
-                logging.getLogger(name).removeHandler(self._log_handler)
-            self._log_handler.close()
-            self._log_handler = None
 
     def guest_kernel_problems(self) -> list[str]:
         """Save the guest kernel log as an artifact; return excerpts of any kernel bug reports."""
@@ -270,12 +186,6 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
         return []
 
     # --- what tests conclude ---------------------------------------------------------------
-    def observe(self, text: str) -> None:
-        """One line of what the test saw (observed.txt): the evidence report and make review's
-        before/after list quote it."""
-        with (self.artifacts / "observed.txt").open("a") as f:
-            f.write(text.rstrip("\n") + "\n")
-
     def swap_drive(self, index: int, image: Path, fmt: str | None = None) -> str:
         """The cover letter's sequence (Rig.reconnect), asserting that guest I/O fails while the
         drive is pulled and that the guest's AER recovery went as it should. Returns the mark."""
@@ -310,16 +220,3 @@ class HotswapTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type 
                          "guest NVMe names changed (PCI address -> (controller, disks))")
         self.observe("names kept: " + " ".join(d for _, disks in sorted(before.values()) for d in disks))
 
-
-def _recording_failure(func: Callable[..., Any]) -> Callable[..., Any]:
-    """`func` (a test method) noting what it raised on the test, a cancel or skip aside."""
-    @functools.wraps(func)   # keeps the docstring (tags) and attributes (known-defect markers)
-    def run(self: HotswapTest, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(self, *args, **kwargs)
-        except (TestCancel, unittest.SkipTest):
-            raise
-        except BaseException as exc:
-            self._test_failure = exc
-            raise
-    return run

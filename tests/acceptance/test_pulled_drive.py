@@ -39,7 +39,7 @@ class PulledDrive(HotswapTest):
         self.observe(f"virtio-blk with its drive pulled: the guest read cache_type {cache_type!r}")
         self.assertIn(cache_type, ("write back", "write through"))
         self.assert_qemu_answers("a configuration read with the drive pulled")
-        self.assertEqual(self.guest.try_read("/dev/vda", seconds=10).status, "error",
+        self.assertEqual(self.guest.try_read("vda", seconds=10).status, "error",
                          "a read of /dev/vda with its drive pulled did not fail promptly")
 
     def test_virtio_reinserted_after_config_read(self) -> None:
@@ -51,7 +51,7 @@ class PulledDrive(HotswapTest):
         self.read_virtio_config()
         self.vm.drive_insert("/machine/peripheral/vblk/virtio-backend", self.vdisk)
         self.assertIn(self.read_virtio_config(), ("write back", "write through"))
-        self.assertEqual(self.guest.read_head("/dev/vda", len(label_of("virtio"))), label_of("virtio"),
+        self.assertEqual(self.guest.read_head("vda", len(label_of("virtio"))), label_of("virtio"),
                          "the reinserted virtio disk does not read back")
 
     def test_nvme_admin_commands(self) -> None:

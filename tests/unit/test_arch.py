@@ -53,7 +53,8 @@ class NightlyCells(unittest.TestCase):
         series = Path(nightly.CELLS["ns-only"]["PATCHES"], "series")
         listed = [ln.strip() for ln in series.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
         self.assertEqual([Path(p).name for p in listed], ["0001-hw-nvme-add-namespace-hotplug-support.patch",
-                                                          "0006-hw-block-virtio-blk-do-not-read-zone-limits-of-an-em.patch"])
+                                                          "0006-hw-block-virtio-blk-do-not-read-zone-limits-of-an-em.patch",
+                                                          "0007-hw-nvme-honour-the-Namespace-Attribute-Notices-confi.patch"])
         self.assertTrue(all((series.parent / p).is_file() for p in listed))
 
     def test_the_upstream_model_series_is_what_upstream_ships(self) -> None:

@@ -79,3 +79,12 @@ class ParseDmesg(unittest.TestCase):
     def test_missing_mark_keeps_everything(self) -> None:
         lines = guestfacts.parse_dmesg(DMESG)
         self.assertEqual(guestfacts.lines_after_mark(lines, "nope"), lines)
+
+
+class DevPath(unittest.TestCase):
+    def test_a_device_name_becomes_its_path_and_a_path_is_refused(self) -> None:
+        from nvme_hotswap.guest.ssh import dev_path
+        self.assertEqual(dev_path("nvme2n1"), "/dev/nvme2n1")
+        for wrong in ("/dev/vda", "vda; reboot", ""):
+            with self.subTest(wrong=wrong), self.assertRaisesRegex(ValueError, "guest block device name"):
+                dev_path(wrong)
