@@ -124,11 +124,11 @@ class SuiteTest(avocado.Test):  # type: ignore[misc]  # avocado ships no type in
         it did not use cancels for nothing (upstream 11.1 has namespace hotplug only). The second
         is judged only when the test itself `passed` (a failed one may not have got to use it)."""
         declared = set(tags.needs(tags.of_test(type(self), self._testMethodName)))
-        used = capabilities.used(issued)
+        undeclared, unused = capabilities.tag_mismatch(declared, capabilities.used(issued))
         out = [f"the test used {need} without a needs:{need} tag: on a QEMU without it, it would fail instead of "
-               f"cancelling; add the tag" for need in sorted(used - declared)]
+               f"cancelling; add the tag" for need in sorted(undeclared)]
         out += [f"the test is tagged needs:{need} but never used it at the monitor: on a QEMU without it, it "
-                f"cancels for nothing; drop the tag" for need in sorted(declared - used) if passed]
+                f"cancels for nothing; drop the tag" for need in sorted(unused) if passed]
         return out
 
     def tearDown(self) -> None:

@@ -1,11 +1,13 @@
 """Mutation check: the series scenarios must catch deliberately broken variants of our series.
 
 For each patches/mutants/<name>.diff: build QEMU with the series plus that diff
-(`MUTANT=<name> scripts/build-qemu.sh`, cached like any build), run the scenarios that need the
-series against it (`-x`: the first failure is enough) and call the mutant killed when at least one
-test failed or errored (a cancel/skip does not count). Writes mutation.json and mutation.md into
-this run's results folder, each mutant's own run under mutants/<name>/. Exits non-zero unless
-every mutant is killed, or when a mutant does not apply or does not build.
+(`MUTANT=<name> scripts/build-qemu.sh`, cached like any build), run the tests that need the series
+against it (`-x`: the first failure is enough), the device-level tests first (seconds, no guest),
+then the guest-level scenarios if those killed nothing, and call the mutant killed when at least
+one test failed or errored (a cancel/skip does not count); the row says which layer killed it.
+Writes mutation.json and mutation.md into this run's results folder, each mutant's own run under
+mutants/<name>/. Exits non-zero unless every mutant is killed, or when a mutant does not apply or
+does not build.
 
 The test that killed a mutant last time is recorded ($CACHE/mutation-killers.json). Mutants with a
 record run that test alone first, JOBS of them side by side (one guest each, as the suite's
@@ -41,7 +43,9 @@ from .proc import end_children, run_logged, sigterm_as_interrupt
 from .suite_key import KeptStore, suite_key
 
 MUTANTS_DIR = ROOT / "patches" / "mutants"
-SELECT = "needs_nvme_ns_hotplug or needs_drive_insert or needs_reconnect_qmp"
+SELECT = "needs_nvme_ns_hotplug or needs_drive_insert or needs_reconnect_qmp or needs_reconnect"
+#: the files of the device-level tests (DeviceTest, tagged `device`), as pytest ids name them
+DEVICE_FILES = ("tests/acceptance/test_nvme_contract.py",)
 
 
 def description(diff: Path) -> str:
@@ -77,6 +81,7 @@ class Row(TypedDict):
     cancelled: NotRequired[int]     # the control only
     kept: NotRequired[str]          # the suite_key whose kept verdict this row is
     killer: NotRequired[str | None]  # a kept verdict's killing test
+    layer: NotRequired[str]          # what killed it: device (the NVMe host over qtest) or guest
 
 
 def junit_outcome(path: Path) -> JunitOutcome:
@@ -124,38 +129,54 @@ def child_env() -> dict[str, str]:
 
 def run_tests(row: Row, binary: str, pytest_args: list[str], folder: Path, guest: str, first: str | None = None,
               selection: bool = True) -> Path | None:
-    """Run pytest on `binary`; return its junit.xml (None with row["error"] set if there is none).
+    """Run pytest on `binary` in stages, each only if the one before killed nothing; return the last
+    stage's junit.xml (None with row["error"] set if there is none).
 
-    Fills the row's test seconds and counts. `first`: a test to run alone before the selection (the
-    one that killed this mutant last time); if it fails, that is the verdict and the selection is not
-    run (nor with `selection=False`, whatever `first` did).
+    `first`: a test to run alone (the one that killed this mutant last time); then, with
+    `selection`, the device-level tests (seconds, no guest: they see what Linux ignores), then the
+    guest-level scenarios. Fills the row's test seconds, counts summed over the stages run, and
+    row["layer"]: the stage whose tests killed it.
     """
     start = time.monotonic()
     test_env = {**child_env(), "QEMU": binary, "GUEST_DIR": guest}
-    junit_xml = folder / "first" / "latest" / "junit.xml"
-    rc = 0
+    stages: list[tuple[str, list[str], Path]] = []
     if first:
-        rc, _ = run_logged([sys.executable, "-m", "pytest", first, "-p", "no:cacheprovider"],
-                           {**test_env, "RESULTS_DIR": str(folder / "first")}, folder / "pytest-first.log")
-    if selection and not (first and junit_xml.is_file() and junit_outcome(junit_xml)["failed"]):
-        rc, _ = run_logged([sys.executable, "-m", "pytest", "tests/acceptance", *pytest_args, *xdist(), "-m", SELECT,
-                            "-p", "no:cacheprovider"], {**test_env, "RESULTS_DIR": str(folder)}, folder / "pytest.log")
-        junit_xml = folder / "latest" / "junit.xml"
+        stages.append(("first", [first], folder / "first"))
+    if selection:
+        stages.append(("device", ["tests/acceptance", *pytest_args, "-m", f"device and ({SELECT})"], folder / "device"))
+        stages.append(("guest", ["tests/acceptance", *pytest_args, *xdist(), "-m", f"not device and ({SELECT})"],
+                       folder))
+    junit_xml: Path | None = None
+    row["tests_run"] = row["failed"] = 0
+    for stage, args, results_dir in stages:
+        rc, _ = run_logged([sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider"],
+                           {**test_env, "RESULTS_DIR": str(results_dir)}, folder / f"pytest-{stage}.log")
+        junit_xml = results_dir / "latest" / "junit.xml"
+        if not junit_xml.is_file():
+            row["test_seconds"] = round(time.monotonic() - start)
+            row["error"] = f"pytest (exit {rc}) wrote no {junit_xml}; see {folder / f'pytest-{stage}.log'}"
+            return None
+        outcome = junit_outcome(junit_xml)
+        row["tests_run"] += outcome["tests_run"]
+        row["failed"] += outcome["failed"]
+        if outcome["failed"]:
+            row["first_failure"] = outcome["first_failure"]
+            row["layer"] = layer_of(first) if stage == "first" and first else stage
+            break
     row["test_seconds"] = round(time.monotonic() - start)
-    if not junit_xml.is_file():
-        row["error"] = f"pytest (exit {rc}) wrote no {junit_xml}; see {folder / 'pytest.log'}"
-        return None
-    outcome = junit_outcome(junit_xml)
-    row["tests_run"], row["failed"], row["first_failure"] = (outcome["tests_run"], outcome["failed"],
-                                                             outcome["first_failure"])
     return junit_xml
+
+
+def layer_of(node: str) -> str:
+    """The layer of a test by its pytest id: `device` for the device-level tests, else `guest`."""
+    return "device" if node.split("::")[0] in DEVICE_FILES else "guest"
 
 
 class KeptVerdicts(KeptStore):
     """$CACHE/mutation-check-verdicts.json: suite_key -> the verdict (row fields and killer) of a
     killed mutant or a control that behaved."""
 
-    FIELDS = ("tests_run", "failed", "first_failure", "killed", "cancelled")
+    FIELDS = ("tests_run", "failed", "first_failure", "killed", "cancelled", "layer")
 
     def recall(self, key: str, row: Row) -> bool:
         """Fill `row` from the verdict kept under `key` (row["killer"]: the test that killed it); False if none."""
@@ -219,7 +240,8 @@ def check_unpatched(folder: Path, guest: str, kept: KeptVerdicts) -> Row:
     junit_xml = run_tests(row, binary, [], folder, guest)
     if junit_xml is None:
         return row
-    cases = junit.read(junit_xml)
+    cases = [c for stage in (folder / "device", folder) if (stage / "latest" / "junit.xml").is_file()
+             for c in junit.read(stage / "latest" / "junit.xml")]
     reasons = [c.message for c in cases if c.outcome == "skipped"]
     unexplained = [r for r in reasons if "QEMU lacks" not in r]
     row["cancelled"] = len(reasons)
@@ -233,7 +255,7 @@ def check_unpatched(folder: Path, guest: str, kept: KeptVerdicts) -> Row:
 
 
 def table(rows: list[Row]) -> str:
-    head = ["mutant", "what it breaks", "tests run", "failed", "first failing test", "killed",
+    head = ["mutant", "what it breaks", "tests run", "failed", "first failing test", "killed", "by layer",
             "build s", "test s"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -241,7 +263,7 @@ def table(rows: list[Row]) -> str:
         build = f"{r['build_seconds']}{' (cached)' if r.get('build_cached') else ''}"
         tests = f"{r['test_seconds']}{' (kept verdict)' if r.get('kept') else ''}"
         cells = [r["mutant"], r["breaks"], r["tests_run"], r["failed"], first,
-                 "yes" if r["killed"] else "**NO**", build, tests]
+                 "yes" if r["killed"] else "**NO**", r.get("layer", "-"), build, tests]
         out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(out) + "\n"
 
@@ -282,7 +304,8 @@ def main() -> int:
         else:
             killers.pop(name, None)
         killers_file.write_text(json.dumps(killers, indent=2, sort_keys=True) + "\n")
-        verdict = row.get("error") or ("killed by " + str(row["first_failure"]) if row["killed"]
+        verdict = row.get("error") or (f"killed ({row.get('layer', '?')} level) by " + str(row["first_failure"])
+                                       if row["killed"]
                                        else f"SURVIVED {row['tests_run']} tests")
         if row.get("kept"):
             verdict += " [kept verdict: nothing it depends on changed]"

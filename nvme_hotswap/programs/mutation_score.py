@@ -60,8 +60,9 @@ from .suite_key import KeptStore, suite_key
 
 PATCH_TESTS = {   # patch number -> (pytest -m selection, qtests)
     "0001": ("needs_nvme_ns_hotplug", ("nvme-hotplug-test", "qos-test")),
-    "0002": ("needs_reconnect_qmp or needs_drive_insert", ("test-hmp",)),
-    "0003": ("needs_drive_insert", ("test-hmp",)),
+    "0002": ("needs_reconnect_qmp or needs_drive_insert or needs_reconnect", ("test-hmp",)),
+    "0007": ("device", ()),
+    "0003": ("needs_drive_insert or needs_reconnect", ("test-hmp",)),
 }
 TEST_BOUND_S = 900.0
 BUILD_BOUND_S = 600.0
@@ -261,31 +262,41 @@ def judge(m: Mutant, work: Path, cfg: RunConfig, baseline: dict[str, str], folde
             m.verdict, m.by = "duplicate", f"object code identical to {first.path}:{first.line}'s ({first.verdict})"
             return
         binary = str(build / target)
+        env = {k: v for k, v in cfg.build_env().items() if k not in (results.RUN_DIR_ENV, "PYTEST_ADDOPTS")}
+        env.update(QEMU=binary, GUEST_DIR=guest)
+        # the layers in order of cost: the device-level tests (seconds), the series' qtests, the guest
+        verdict = pytest_stage(f"device and ({selection})", env, folder / "device", parallel=False)
+        if verdict is not None:
+            m.verdict, m.by = verdict[0], f"device: {verdict[1]}"
+            return
         failed = run_qtests(build, binary, qtests, folder)
         if failed and "exit 124" in failed:   # timeout(1) ended a hung qtest: a hang is not a verdict
             m.verdict, m.by = "timeout", failed
             return
         if failed:
-            m.verdict, m.by = "killed", failed
+            m.verdict, m.by = "killed", f"qtest: {failed}"
             return
-        env = {k: v for k, v in cfg.build_env().items() if k not in (results.RUN_DIR_ENV, "PYTEST_ADDOPTS")}
-        jobs = min(os.cpu_count() or 1, 4)
-        rc, _ = run_logged([sys.executable, "-m", "pytest", "tests/acceptance", "-x", "-p", "no:cacheprovider",
-                            *(["-n", str(jobs)] if jobs > 1 else []), "-m", selection],
-                           {**env, "QEMU": binary, "GUEST_DIR": guest, "RESULTS_DIR": str(folder)},
-                           folder / "pytest.log", bound=TEST_BOUND_S)
-        junit_xml = folder / "latest" / "junit.xml"
-        if rc == -1 or not junit_xml.is_file():
-            m.verdict, m.by = "timeout", f"the tests did not finish within {TEST_BOUND_S:g} s (exit {rc})"
-            return
-        bad = [c for c in junit.read(junit_xml) if c.outcome in ("failed", "error")]
-        ran = [c for c in junit.read(junit_xml) if c.outcome != "skipped"]
-        if bad:
-            m.verdict, m.by = "killed", f"{bad[0].short_name}: {bad[0].message[:140]}"
+        verdict = pytest_stage(f"not device and ({selection})", env, folder, parallel=True)
+        if verdict is not None:
+            m.verdict, m.by = verdict[0], f"guest: {verdict[1]}"
         else:
-            m.verdict, m.by = "survived", f"{len(ran)} tests and {len(qtests)} qtests passed"
+            m.verdict, m.by = "survived", f"the device-level and guest tests and {len(qtests)} qtests passed"
     finally:
         (src / m.path).write_text(original)
+
+
+def pytest_stage(selection: str, env: dict[str, str], folder: Path, parallel: bool) -> tuple[str, str] | None:
+    """The acceptance tests of `selection` (-x) on env's QEMU: ("killed", by what) or ("timeout",
+    why); None if none failed (or none was selected)."""
+    jobs = min(os.cpu_count() or 1, 4) if parallel else 1
+    rc, _ = run_logged([sys.executable, "-m", "pytest", "tests/acceptance", "-x", "-p", "no:cacheprovider",
+                        *(["-n", str(jobs)] if jobs > 1 else []), "-m", selection],
+                       {**env, "RESULTS_DIR": str(folder)}, folder / "pytest.log", bound=TEST_BOUND_S)
+    junit_xml = folder / "latest" / "junit.xml"
+    if rc == -1 or not junit_xml.is_file():
+        return "timeout", f"the tests did not finish within {TEST_BOUND_S:g} s (exit {rc})"
+    bad = [c for c in junit.read(junit_xml) if c.outcome in ("failed", "error")]
+    return ("killed", f"{bad[0].short_name}: {bad[0].message[:140]}") if bad else None
 
 
 def table(mutants: list[Mutant], generated: dict[str, int] | None = None) -> str:

@@ -10,8 +10,9 @@
    (vm/capabilities.py): "1/5 ... enables nvme-ns hotplug". A patch that does not apply or does
    not build is named with git's or the compiler's reason, and the later prefixes are not built.
 4. The acceptance suite on the base and on the whole series; per scenario, both outcomes.
-5. A test that fails with the series is run again on the prefixes (bisection) to name the first
-   bad patch ("2/5"); the reply then answers that patch's own message.
+5. Each test that fails with the series is bisected on its own over the prefixes (a cancel there,
+   its capability not in yet, is not a failure) to name its first bad patch ("2/5"); the reply
+   answers the earliest such patch's own message.
 6. REVIEW.md (the body) and REVIEW.eml (the draft) in the run folder. Tested-by (git config
    user.name/user.email) only when every test that applies to the series passed: a cancel for a
    capability the series does not provide, or for a reason outside it, does not block it.
@@ -43,6 +44,9 @@ from ..vm.capabilities import Capabilities
 from .proc import run_logged, sigterm_as_interrupt
 
 NEEDS = ("nvme_ns_hotplug", "reconnect_qmp", "drive_insert")
+#: capabilities a series may lack without that being a problem: either interface of reconnection, our
+#: drive_insert's format argument (the cover letter's command has none)
+OPTIONAL = ("reconnect", "drive_insert_format")
 ENABLES = {"nvme_ns_hotplug": "nvme-ns hotplug", "reconnect_qmp": f"QMP {capabilities.RECONNECT_QMP_COMMAND}",
            "drive_insert": "HMP drive_insert"}
 SUITE_BOUND_S = 1800.0
@@ -140,26 +144,39 @@ def earns_trailer(cases: list[junit.Case], caps: Capabilities | None) -> bool:
         return False
     if any(c.outcome in ("failed", "error") for c in cases):
         return False
-    lacking = [r for n in NEEDS if (r := caps.missing(n)) is not None]
+    lacking = [r for n in (*NEEDS, *OPTIONAL) if (r := caps.missing(n)) is not None]
     return all(any(r in c.message for r in lacking) for c in cases
                if c.outcome == "skipped" and model.SERIES_MISSING in c.message)
 
 
-def bisect(cfg: RunConfig, prefixes: list[Prefix], failing: list[str], guest: Path, work: Path) -> int:
-    """Index into `prefixes` of the first whose build fails one of `failing` (the last is known bad)."""
-    lo, hi = 0, len(prefixes) - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        binary = prefixes[mid].binary
-        assert binary is not None
-        cases = run_suite(cfg, binary, guest, work / f"bisect-{mid + 1}", failing)
-        print(f"review: bisect: prefix {mid + 1}: "
-              f"{sum(c.outcome in ('failed', 'error') for c in cases)} of {len(failing)} failing", flush=True)
-        if any(c.outcome in ("failed", "error") for c in cases):
-            hi = mid
-        else:
-            lo = mid + 1
-    return hi
+def bisect(cfg: RunConfig, prefixes: list[Prefix], failing: list[str], guest: Path, work: Path) -> dict[str, int]:
+    """Per failing test (node id), the index into `prefixes` of the first whose build fails it (the
+    last prefix is known bad for all). Each test is bisected on its own: a test that needs a later
+    patch cancels before it, and a cancel is not a failure, so it is not blamed on an earlier patch
+    that broke another test. A prefix is run once, with every failing test, whatever asked for it."""
+    last = len(prefixes) - 1
+    seen: dict[int, set[str]] = {last: set(failing)}   # prefix index -> the tests that fail there
+
+    def failing_at(i: int) -> set[str]:
+        if i not in seen:
+            binary = prefixes[i].binary
+            assert binary is not None
+            cases = run_suite(cfg, binary, guest, work / f"bisect-{i + 1}", failing)
+            seen[i] = {node_id(c) for c in cases if c.outcome in ("failed", "error")} & set(failing)
+            print(f"review: bisect: prefix {i + 1}: {len(seen[i])} of {len(failing)} failing", flush=True)
+        return seen[i]
+
+    first: dict[str, int] = {}
+    for test in failing:
+        lo, hi = 0, last
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if test in failing_at(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        first[test] = hi
+    return first
 
 
 def first_swap(lines: tuple[KernelLine, ...]) -> tuple[str, ...]:
@@ -310,12 +327,16 @@ def review(cfg: RunConfig, s: Series, guest: Path, run: Path, work: Path, base_e
                            phrase(c, series_run))
                  for c in sorted(series_cases or base_cases, key=lambda c: (c.classname, c.name)))
     failed = [c for c in series_cases if c.outcome in ("failed", "error")]
-    first_bad: Patch | None = None
+    first_at: dict[str, int] = {}
     if failed and len(prefixes) > 1:
-        first_bad = prefixes[bisect(cfg, prefixes, [node_id(c) for c in failed], guest, work)].patches[-1]
+        first_at = bisect(cfg, prefixes, [node_id(c) for c in failed], guest, work)
     elif failed and prefixes:
-        first_bad = prefixes[0].patches[-1]
-    failures = tuple(reply.Failure(c.short_name, c.message, first_bad, excerpt(series_run, c)) for c in failed)
+        first_at = {node_id(c): 0 for c in failed}
+    bad_of = {t: prefixes[i].patches[-1] for t, i in first_at.items()}
+    failures = tuple(reply.Failure(c.short_name, c.message, bad_of.get(node_id(c)), excerpt(series_run, c))
+                     for c in failed)
+    # the reply answers the earliest patch found bad
+    first_bad: Patch | None = prefixes[min(first_at.values())].patches[-1] if first_at else None
     scen = model.build(series_run).scenarios if series_cases else ()
     proof = next((sc for sc in scen if sc.kernel_log and "Reconnect" in sc.name), next(iter(scen), None))
     identity = model.git_identity()

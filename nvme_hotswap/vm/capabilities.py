@@ -27,6 +27,7 @@ class Capabilities:
     drive_insert_detail: str
     reconnect_qmp: bool
     package: str = ""       # query-version's package ("Debian 1:11.1.3+ds-1"; "" for a plain build)
+    drive_insert_format: bool = False   # drive_insert takes a format after the file (our extension)
 
     def missing(self, need: str) -> str | None:
         """None if `need` is present, else the reason a test needing it must cancel."""
@@ -40,6 +41,12 @@ class Capabilities:
             "reconnect_qmp": None if self.reconnect_qmp else
             f"QEMU lacks QMP {RECONNECT_QMP_COMMAND}: "
             "series patch adding the QMP command under drive_insert not applied",
+            "reconnect": None if self.reconnect_qmp or self.drive_insert_hmp else
+            f"QEMU lacks drive reconnection (neither HMP drive_insert: {self.drive_insert_detail}; nor QMP "
+            f"{RECONNECT_QMP_COMMAND}): series patch 'block/monitor: add drive_insert HMP command' not applied",
+            "drive_insert_format": None if self.drive_insert_format else
+            "QEMU's drive_insert takes no format argument (help: "
+            f"{self.drive_insert_detail}): the series does not offer it",
         }
         if need not in reasons:
             raise KeyError(f"unknown capability {need!r}; known: {sorted(reasons)}")
@@ -75,12 +82,14 @@ def probe(cfg: RunConfig, artifacts: Path) -> Capabilities:
                 ns_ok, ns_detail = False, str(exc).removeprefix("QMP device_add failed: ")
             help_text = vm.hmp("help drive_insert").strip()
             di_ok = help_text.startswith("drive_insert")
-            di_detail = "present" if di_ok else (help_text or "unknown command: 'drive_insert'")
+            di_detail = help_text.splitlines()[0] if di_ok else (help_text or "unknown command: 'drive_insert'")
+            # "drive_insert device file [format] -- ...": a third parameter before the description
+            di_format = di_ok and len(help_text.split("--", 1)[0].split()) > 3
             commands = {c["name"] for c in vm.qmp("query-commands")}
             return Capabilities(qemu=str(qemu), version=version_text, package=package,
                                 nvme_ns_hotplug=ns_ok, nvme_ns_hotplug_detail=ns_detail,
                                 drive_insert_hmp=di_ok, drive_insert_detail=di_detail,
-                                reconnect_qmp=RECONNECT_QMP_COMMAND in commands)
+                                reconnect_qmp=RECONNECT_QMP_COMMAND in commands, drive_insert_format=di_format)
         finally:
             vm.shutdown()
 
@@ -96,7 +105,23 @@ def used(issued: list[tuple[str, str, str]]) -> set[str]:
             out.add("reconnect_qmp")
         elif kind == "hmp" and command == "drive_insert":
             out.add("drive_insert")
+            if len(args.split()) > 3:   # "drive_insert <device> <file> <format>"
+                out.add("drive_insert_format")
     return out
+
+
+#: needs: tags that one of several capabilities satisfies (whichever interface the series offers)
+ANY_OF = {"reconnect": frozenset({"drive_insert", "reconnect_qmp"})}
+
+
+def tag_mismatch(declared: set[str], used_caps: set[str]) -> tuple[set[str], set[str]]:
+    """(used but not declared, declared but not used), a `needs:reconnect` tag standing for
+    whichever of drive_insert and the QMP command the test used."""
+    covered = set(used_caps)
+    for alias, members in ANY_OF.items():
+        if alias in declared and covered & members:
+            covered = (covered - members) | {alias}
+    return covered - declared, declared - covered
 
 
 @functools.cache

@@ -1,11 +1,13 @@
 """The cover letter's sequence: drive_del, drive_insert, pcie_aer_inject_error SDN; names stay."""
 import shutil
 import subprocess
+from pathlib import Path
 
 from nvme_hotswap.testcase import HotswapTest
 from nvme_hotswap.vm.topology import create_image, drive_option, image_sha256, label_of
 
 PATTERN_AT, PATTERN_BLOCKS = 256, 16      # 4 KiB blocks: 1 MiB into the disk, 64 KiB long
+VBLK = "/machine/peripheral/vblk/virtio-backend"   # the virtio disk's BlockBackend (QOM path)
 
 
 class DriveReconnect(HotswapTest):
@@ -14,8 +16,9 @@ class DriveReconnect(HotswapTest):
     :avocado: enable
     :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer
 
-    Each test names what of the series it uses (needs:): the policy tests drive the QMP command
-    under drive_insert directly.
+    Each test names what of the series it uses (needs:); the error policy tests reconnect through
+    whichever interface the series offers (needs:reconnect: the cover letter's drive_insert, else
+    the QMP command).
     """
 
     def write_pattern(self, disk: str) -> str:
@@ -90,26 +93,42 @@ class DriveReconnect(HotswapTest):
             self.assert_names_unchanged(before)
         self.assertEqual(self.guest.read_head(self.rig.disk(2), len(label_of("second"))), label_of("second"))
 
-    def test_format_argument(self) -> None:
-        """drive_insert <device> <file> qcow2 reads the image's contents; the same file without a
-        format is opened raw, never probed: the guest then reads the qcow2 header itself.
-
-        :avocado: tags=needs:drive_insert
-        """
+    def qcow2_of(self, name: str) -> Path:
+        """A qcow2 image whose guest-visible contents start with label_of(name)."""
         qemu_img = shutil.which("qemu-img")
         if qemu_img is None:
             self.cancel("needs qemu-img on the host (Debian's qemu-utils: scripts/install-host-deps.sh)")
-        raw = self.rig.new_disk("qcow2-content")
+        raw = self.rig.new_disk(name)
         qcow2 = raw.with_suffix(".qcow2")
-        subprocess.run([qemu_img, "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)], check=True)
-        before = self.guest.nvme_names()
+        subprocess.run([str(qemu_img), "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)], check=True)
+        return qcow2
 
+    def test_format_argument(self) -> None:
+        """drive_insert <device> <file> qcow2 reads the image's contents (where the series' drive_insert
+        takes a format: ours does, the cover letter's does not, and then the test cancels).
+
+        :avocado: tags=needs:drive_insert,needs:drive_insert_format
+        """
+        qcow2 = self.qcow2_of("qcow2-content")
+        before = self.guest.nvme_names()
         self.swap_drive(2, qcow2, fmt="qcow2")
         self.assertEqual(self.guest.read_head(self.rig.disk(2), len(label_of("qcow2-content"))),
                          label_of("qcow2-content"), "inserted as qcow2, the guest does not read the image's contents")
+        self.assert_names_unchanged(before)
+
+    def test_raw_drive_is_not_probed(self) -> None:
+        """A file inserted without a format into a drive configured format=raw is not probed: the
+        guest reads the qcow2 header itself. A raw disk's contents are the guest's to write; were a
+        reinsertion to probe them, a guest that wrote a qcow2 header (with a backing file naming a
+        host file) would read that host file: the reason QEMU warns against probing raw images.
+
+        :avocado: tags=needs:drive_insert
+        """
+        qcow2 = self.qcow2_of("qcow2-content")
+        before = self.guest.nvme_names()
         self.swap_drive(2, qcow2)
         self.assertEqual(self.guest.read_head(self.rig.disk(2), 3), b"QFI",   # qcow2's magic, QFI\xfb
-                         "inserted without a format, the file was not opened raw")
+                         "a file inserted without a format into a raw drive was probed, not opened raw")
         self.assert_names_unchanged(before)
 
     def extra_qemu_args(self) -> list[str]:
@@ -122,13 +141,21 @@ class DriveReconnect(HotswapTest):
                 "-device", "virtio-blk-pci,id=vblk,drive=vdrv"]
 
     def reconnect_virtio_with_errors(self, *errors: tuple[str, int]) -> None:
-        """drive_del the virtio disk, then reconnect a node that fails each (event, errno) once."""
-        self.allow_growth(nodes=1, why="the reconnected node sits on blkdebug, one node more than the raw file")
+        """drive_del the virtio disk, then reconnect its image behind blkdebug, which fails each
+        (event, errno) once: through the cover letter's drive_insert when the series has it (a
+        `blkdebug:<config>:<image>` file name), else through the QMP command (a blkdebug node)."""
+        self.allow_growth(nodes=1, why="the reconnected image sits on blkdebug, one node more than the raw file")
+        config = self.artifacts / "disks" / "blkdebug.conf"
+        config.write_text("".join(f'[inject-error]\nevent = "{e}"\nerrno = "{n}"\nonce = "on"\n\n'
+                                  for e, n in errors))
         self.vm.drive_del("vdrv")
-        self.vm.qmp("blockdev-add", driver="raw", **{"node-name": "faulty"},
-                    file={"driver": "blkdebug", "image": {"driver": "file", "filename": str(self.vdisk)},
-                          "inject-error": [{"event": e, "errno": n, "once": True} for e, n in errors]})
-        self.vm.blockdev_reconnect("/machine/peripheral/vblk/virtio-backend", "faulty")
+        if self.caps.drive_insert_hmp:
+            self.vm.drive_insert(VBLK, f"blkdebug:{config}:{self.vdisk}")
+        else:
+            self.vm.qmp("blockdev-add", driver="raw", **{"node-name": "faulty"},
+                        file={"driver": "blkdebug", "config": str(config),
+                              "image": {"driver": "file", "filename": str(self.vdisk)}})
+            self.vm.blockdev_reconnect(VBLK, "faulty")
 
     def guest_io_error(self, dd: str) -> dict[str, object]:
         """Start `dd` on /dev/vda in the guest (after a second, so spawn() gets its answer before a
@@ -141,7 +168,7 @@ class DriveReconnect(HotswapTest):
     def virtio_cache(self) -> dict[str, bool]:
         """query-block's cache mode of the virtio disk's drive."""
         inserted = next(b for b in self.vm.qmp("query-block")
-                        if b.get("qdev") == "/machine/peripheral/vblk/virtio-backend").get("inserted")
+                        if b.get("qdev") == VBLK).get("inserted")
         self.assertIsNotNone(inserted, "the virtio disk has no medium")
         return dict(inserted["cache"])
 
@@ -154,14 +181,14 @@ class DriveReconnect(HotswapTest):
         booted = self.virtio_cache()
         self.assertEqual(booted, {"writeback": True, "direct": False, "no-flush": True})
         self.vm.drive_del("vdrv")
-        self.vm.drive_insert("/machine/peripheral/vblk/virtio-backend", self.vdisk)
+        self.vm.drive_insert(VBLK, self.vdisk)
         self.assertEqual(self.virtio_cache(), booted, "the reinserted image lost the drive's cache mode")
 
     def test_read_and_write_policies_restored(self) -> None:
         """A read error stops the VM (rerror=stop), a write error is reported (werror=enospc, the
         error is EIO): only the restored policy of each direction decides.
 
-        :avocado: tags=needs:reconnect_qmp
+        :avocado: tags=needs:reconnect
         """
         self.reconnect_virtio_with_errors(("read_aio", 5), ("write_aio", 5))
         event = self.guest_io_error("if=/dev/vda of=/dev/null iflag=direct")
@@ -180,7 +207,7 @@ class DriveReconnect(HotswapTest):
         -drive's default werror is "enospc": an ENOSPC on write stops the VM. The reconnected node
         fails the first write with ENOSPC (blkdebug), so BLOCK_IO_ERROR says which policy is in force.
 
-        :avocado: tags=needs:reconnect_qmp
+        :avocado: tags=needs:reconnect
         """
         self.reconnect_virtio_with_errors(("write_aio", 28))
         event = self.guest_io_error("if=/dev/zero of=/dev/vda oflag=direct")

@@ -102,8 +102,9 @@ class MonitorErrors(HotswapTest):
         self.assert_guest_untouched()
 
     def test_reconnect_after_the_id_was_taken(self) -> None:
-        """drive_del frees the drive's name; when a block node takes it before the reinsertion, the
-        reconnected drive stays anonymous: QEMU neither aborts nor takes the name from its holder.
+        """drive_del frees the drive's name; when a block node takes it before the reinsertion, QEMU
+        neither aborts nor takes the name from its holder. Refusing the reinsertion with an error
+        and reconnecting under another name (or none) both keep that; then the disk must read back.
 
         :avocado: tags=needs:drive_insert
         """
@@ -111,10 +112,19 @@ class MonitorErrors(HotswapTest):
         mark = self.rig.pull(2)
         self.vm.qmp("blockdev-add", driver="raw", **{"node-name": ns2.drive_id},
                     file={"driver": "file", "filename": str(self.rig.new_disk("squatter"))})
-        self.rig.reinsert(2, ns2.image)
+        try:
+            self.rig.reinsert(2, ns2.image)
+        except MonitorError as refused:
+            self.observe(f"reinsertion refused while the id is taken: {refused}")
+            self.assert_guest_untouched()
+            self.vm.qmp("blockdev-del", **{"node-name": ns2.drive_id})
+            return
         self.rig.inject_aer(2)
         self.rig.wait_for_recovery(2, mark)
-        self.assertEqual(self.rig.drive_state(2)[0], "", "the reconnected drive took an id another drive holds")
+        self.assertNotEqual(self.rig.drive_state(2)[0], ns2.drive_id,
+                            "the reconnected drive took the id another block node holds")
+        self.assertIn(ns2.drive_id, [n.split(" ")[0] for n in self.vm.resources().nodes],
+                      "the block node that took the freed id lost it to the reconnected drive")
         self.assertEqual(self.guest.read_head(self.rig.disk(2), len(ns2.label)), ns2.label)
         self.vm.qmp("blockdev-del", **{"node-name": ns2.drive_id})   # the squatter goes: QEMU as at boot
         self.assert_guest_untouched()

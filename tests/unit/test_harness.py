@@ -115,6 +115,16 @@ class NeedsUsed(unittest.TestCase):
                          {"nvme_ns_hotplug"})
         self.assertEqual(used([("hmp", "drive_insert", "drive_insert ns2 /x.img")]), {"drive_insert"})
         self.assertEqual(used([("qmp", "x-blockdev-reconnect", "{}")]), {"reconnect_qmp"})
+        self.assertEqual(used([("hmp", "drive_insert", "drive_insert ns2 /x.qcow2 qcow2")]),
+                         {"drive_insert", "drive_insert_format"})
+
+    def test_needs_reconnect_is_either_interface(self) -> None:
+        from nvme_hotswap.vm.capabilities import tag_mismatch
+        for used_caps in ({"drive_insert"}, {"reconnect_qmp"}):
+            self.assertEqual(tag_mismatch({"reconnect"}, used_caps), (set(), set()))
+        self.assertEqual(tag_mismatch({"reconnect"}, set()), (set(), {"reconnect"}))
+        self.assertEqual(tag_mismatch(set(), {"drive_insert"}), ({"drive_insert"}, set()))
+        self.assertEqual(tag_mismatch({"drive_insert"}, {"drive_insert"}), (set(), set()))
 
     def test_what_stock_qemu_has_needs_nothing(self) -> None:
         from nvme_hotswap.vm.capabilities import used

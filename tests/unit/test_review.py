@@ -143,6 +143,9 @@ if __name__ == "__main__":
     unittest.main()
 
 
+TEST_Y = "tests/acceptance/test_x.py::X::test_y"
+
+
 class Bisect(unittest.TestCase):
     def test_the_first_prefix_that_fails_is_found_with_few_runs(self) -> None:
         from unittest import mock
@@ -155,7 +158,7 @@ class Bisect(unittest.TestCase):
             return [Case("tests.acceptance.test_x.X", "test_y", "failed" if bad else "passed", 1.0, "")]
 
         with mock.patch.object(review, "run_suite", fake), tempfile.TemporaryDirectory() as tmp:
-            self.assertEqual(review.bisect(mock.Mock(), prefixes, ["t"], Path(tmp), Path(tmp)), 1)
+            self.assertEqual(review.bisect(mock.Mock(), prefixes, [TEST_Y], Path(tmp), Path(tmp)), {TEST_Y: 1})
         self.assertLessEqual(len(runs), 3)
         self.assertNotIn("q5", runs, "the whole series is known bad: not run again")
 
@@ -169,7 +172,27 @@ class Bisect(unittest.TestCase):
 
         prefixes = [review.Prefix([], Path(f"/q{k}")) for k in range(1, 6)]
         with mock.patch.object(review, "run_suite", fake), tempfile.TemporaryDirectory() as tmp:
-            self.assertEqual(review.bisect(mock.Mock(), prefixes, ["t"], Path(tmp), Path(tmp)), 2)
+            self.assertEqual(review.bisect(mock.Mock(), prefixes, [TEST_Y], Path(tmp), Path(tmp)), {TEST_Y: 2})
+
+    def test_each_failing_test_is_bisected_on_its_own(self) -> None:
+        """Measured on a foreign series: patch 1 broke namespace unplug, and a drive_insert test
+        (which cancels before patch 2) failed too; judged together, both read "from 1/2 on"."""
+        from unittest import mock
+        unplug, insert = "tests/acceptance/test_x.py::X::test_unplug", "tests/acceptance/test_x.py::X::test_insert"
+        runs: list[str] = []
+
+        def fake(cfg: object, binary: Path, guest: Path, folder: Path, tests: list[str] | None = None) -> list[Case]:
+            k = int(binary.name[1:])
+            runs.append(binary.name)
+            return [Case("tests.acceptance.test_x.X", "test_unplug", "failed", 1.0, "broken"),
+                    Case("tests.acceptance.test_x.X", "test_insert", "skipped" if k < 2 else "failed", 1.0,
+                         "QEMU lacks drive_insert" if k < 2 else "broken")]
+
+        prefixes = [review.Prefix([], Path(f"/q{k}")) for k in range(1, 3)]
+        with mock.patch.object(review, "run_suite", fake), tempfile.TemporaryDirectory() as tmp:
+            got = review.bisect(mock.Mock(), prefixes, [unplug, insert], Path(tmp), Path(tmp))
+        self.assertEqual(got, {unplug: 0, insert: 1})
+        self.assertEqual(runs, ["q1"], "a prefix runs once for all the failing tests")
 
 
 class InBase(unittest.TestCase):
