@@ -9,7 +9,9 @@
    the first k mails: cached per prefix, ccache for what is shared), checkpatch'd, and probed
    (vm/capabilities.py): "1/5 ... enables nvme-ns hotplug". A patch that does not apply or does
    not build is named with git's or the compiler's reason, and the later prefixes are not built.
-4. The acceptance suite on the base and on the whole series; per scenario, both outcomes.
+4. The acceptance suite on the base and on the whole series; per scenario, both outcomes. The
+   device-level tests (seconds, no guest) run on every prefix too: the patch-by-patch list says
+   how each prefix fares at the level Linux cannot see.
 5. Each test that fails with the series is bisected on its own over the prefixes (a cancel there,
    its capability not in yet, is not a failure) to name its first bad patch ("2/5"); the reply
    answers the earliest such patch's own message.
@@ -110,6 +112,17 @@ def run_suite(cfg: RunConfig, binary: Path, guest: Path, folder: Path,
                folder / "pytest.log", bound=SUITE_BOUND_S)
     xml = folder / "latest" / "junit.xml"
     return junit.read(xml) if xml.is_file() else []
+
+
+def device_level(cases: list[junit.Case]) -> str:
+    """The device-level tests on one prefix, as the patch-by-patch list shows them."""
+    if not cases:
+        return "did not run"
+    passed = sum(c.outcome == "passed" for c in cases)
+    failed = [c.name for c in cases if c.outcome in ("failed", "error")]
+    cancelled = sum(c.outcome == "skipped" for c in cases)
+    parts = [f"{passed} passed"] + ([f"{cancelled} cancelled"] if cancelled else [])
+    return ", ".join(parts) + (f", {len(failed)} FAILED: {', '.join(failed)}" if failed else "")
 
 
 def node_id(case: junit.Case) -> str:
@@ -311,7 +324,9 @@ def review(cfg: RunConfig, s: Series, guest: Path, run: Path, work: Path, base_e
         caps = probe(cfg, binary, work / f"probe-{p.number}")
         prev = prefixes[-1].caps if prefixes else base_caps
         prefixes.append(Prefix(list(taken), binary, caps))
-        steps.append(reply.PatchStep(p, "applied", "", cp, enables(prev, caps)))
+        device = device_level(run_suite(cfg, binary, guest, work / f"device-{p.number}", ["tests/acceptance", "-m",
+                                                                                        "device"]))
+        steps.append(reply.PatchStep(p, "applied", "", cp, enables(prev, caps), device))
         print(f"review: {s.label(p)} {p.subject}: built in {time.monotonic() - t0:.0f} s; {cp}"
               + (f"; enables {steps[-1].enables}" if steps[-1].enables else ""), flush=True)
     series_bin = prefixes[-1].binary if prefixes else None

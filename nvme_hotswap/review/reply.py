@@ -24,6 +24,7 @@ class PatchStep:
     detail: str          # git's reason, the build error, "already in the base"
     checkpatch: str      # "total: 0 errors, 1 warnings, 80 lines checked" or ""
     enables: str         # what the probe found new after this patch ("nvme-ns hotplug"), or ""
+    device: str = ""     # the device-level tests on this prefix ("8 passed", "6 passed, 2 FAILED: ..."), or ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +96,7 @@ def body(r: Review) -> str:
         what += [st.detail] if st.detail else []
         what += [f"checkpatch {st.checkpatch.removeprefix('total: ')}"] if st.checkpatch else []
         what += [f"enables {st.enables}"] if st.enables else []
+        what += [f"device-level tests: {st.device}"] if st.device else []
         lines += wrap("; ".join(what), "      ")
     if problem:
         lines += [""]

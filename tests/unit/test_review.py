@@ -226,3 +226,12 @@ class BasePatches(unittest.TestCase):
         self.assertEqual([p.name for p in review.base_patches({"PATCHES": str(ROOT / "patches")})][:2],
                          ["0001-hw-nvme-add-namespace-hotplug-support.patch",
                           "0002-block-add-x-blockdev-reconnect-QMP-command.patch"])
+
+
+class DeviceLevel(unittest.TestCase):
+    def test_a_prefix_reads_as_counts_and_the_failing_names(self) -> None:
+        cases = [Case("tests.acceptance.test_nvme_contract.NvmeContract", "test_a", "passed", 1.0, ""),
+                 Case("tests.acceptance.test_nvme_contract.NvmeContract", "test_c", "failed", 1.0, "AEN sent"),
+                 Case("tests.acceptance.test_nvme_contract.NvmeContract", "test_e", "skipped", 0.0, "QEMU lacks")]
+        self.assertEqual(review.device_level(cases), "1 passed, 1 cancelled, 1 FAILED: test_c")
+        self.assertEqual(review.device_level([]), "did not run")
