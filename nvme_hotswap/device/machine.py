@@ -89,10 +89,12 @@ class QtestMachine:
         self.controllers[name] = ctrl
         return ctrl
 
-    def add_blockdev(self, node: str, image: Path) -> None:
-        """A raw block node on `image` (QMP blockdev-add), for a namespace to plug."""
-        self.vm.qmp("blockdev-add", **{"node-name": node, "driver": "raw",
-                                       "file": {"driver": "file", "filename": str(image)}})
+    def add_blockdev(self, node: str, image: Path, unmap: bool = False) -> None:
+        """A raw block node on `image` (QMP blockdev-add), for a namespace to plug; `unmap`: discard
+        requests reach the file (discard=unmap; QEMU's default ignores them)."""
+        self.vm.qmp("blockdev-add", **{"node-name": node, "driver": "raw", **({"discard": "unmap"} if unmap else {}),
+                                       "file": {"driver": "file", "filename": str(image),
+                                                **({"discard": "unmap"} if unmap else {})}})
 
     def del_blockdev(self, node: str, timeout: float = 5.0) -> None:
         """blockdev-del, retried while a just-unplugged device still holds the node (QEMU may release

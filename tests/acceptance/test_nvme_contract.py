@@ -46,10 +46,11 @@ class NvmeContract(DeviceTest):
                           "-device", f"nvme,id=nvmeB,serial=contract,subsys=s0,addr={SLOT_B:02x}.0"])
         return m, m.controller(SLOT_A, "nvmeA"), m.controller(SLOT_B, "nvmeB")
 
-    def plug(self, m: QtestMachine, bus: str, nsid: int, size_mib: int = 16, **props: object) -> Path:
+    def plug(self, m: QtestMachine, bus: str, nsid: int, size_mib: int = 16, unmap: bool = False,
+             **props: object) -> Path:
         """A fresh raw image as namespace `nsid` on controller `bus` (device id ns<nsid>)."""
         image = self.disk(f"ns{nsid}", size_mib)
-        m.add_blockdev(f"node{nsid}", image)
+        m.add_blockdev(f"node{nsid}", image, unmap=unmap)
         m.plug_namespace(f"ns{nsid}", f"node{nsid}", bus, nsid, **props)
         return image
 
@@ -249,3 +250,53 @@ class NvmeContract(DeviceTest):
                          "a namespace plugged while CC.EN=0 must be active once the host enables the controller")
         self.observe(f"plug on disabled controller: events after enabling {[str(e) for e in c.take_events(QUIET_S)]}"
                      f", changed list {c.changed_namespaces()}")
+
+    # --- h: Dataset Management on a namespace plugged into an empty controller --------------------
+    def deallocated_reads_zero(self, c: NvmeController, nsid: int) -> bool:
+        """Write 8 blocks of NSID `nsid`, deallocate them (Dataset Management), read them back:
+        whether they read as zeroes."""
+        pattern = bytes(range(256)) * (8 * LBA // 256)
+        c.write(nsid, 0, pattern, LBA)
+        self.assertEqual(c.read(nsid, 0, 8, LBA), pattern, f"{c.name}: NSID {nsid} does not read back a write")
+        c.deallocate(nsid, [(0, 8)])
+        return c.read(nsid, 0, 8, LBA) == bytes(8 * LBA)
+
+    def test_deallocate_on_a_namespace_plugged_into_an_empty_controller(self) -> None:
+        """A controller with no namespace gets one: the Dataset Management limits it reports cover
+        the new namespace, and a Deallocate there takes effect as it does on a namespace a
+        controller had at boot (the reference: nvmeB's, on the same kind of drive, discard=unmap)."""
+        ref = self.disk("ref", 16)
+        m = self.machine(["-device", f"nvme,id=nvmeA,serial=contractA,addr={SLOT_A:02x}.0",
+                          "-drive", f"if=none,id=ref,file={ref},format=raw,discard=unmap",
+                          "-device", f"nvme,id=nvmeB,serial=contractB,addr={SLOT_B:02x}.0",
+                          "-device", "nvme-ns,id=nsref,drive=ref,bus=nvmeB,nsid=1"])
+        a = self.host(m.controller(SLOT_A, "nvmeA"), aec=d.AEC_NS_ATTR_NOTICES, aers=1)
+        b = self.host(m.controller(SLOT_B, "nvmeB"), aec=d.AEC_NS_ATTR_NOTICES, aers=1)
+        if not self.deallocated_reads_zero(b, 1):
+            self.cancel("a Deallocate on a namespace present at boot does not read back as zeroes here (the "
+                        "results folder's file system does not punch holes?): no reference to compare with")
+        self.assertEqual(a.active_nsids(), [])
+        self.plug(m, "nvmeA", 1, unmap=True)
+        self.assert_one_ns_event(a, "after device_add nvme-ns nsid=1")
+        self.assertEqual(a.identify_namespace(1).dlfeat & 0x7, b.identify_namespace(1).dlfeat & 0x7)
+        limits = a.identify_nvm_controller()
+        self.assertTrue(limits.dmrsl == 0 or limits.dmrsl >= 8,
+                        f"NVM 'Identify Controller' (CNS 06h) DMRSL {limits.dmrsl} logical blocks: a limit below "
+                        "an 8-block range on the plugged namespace (0 would mean no limit)")
+        self.assertTrue(self.deallocated_reads_zero(a, 1),
+                        "NVM 'Dataset Management' (Deallocate) of LBA 0-7 on the plugged namespace did not take "
+                        "effect, although on a namespace present at boot it does (the range was skipped?)")
+
+    # --- i: a namespace of a command set the host did not enable ----------------------------------
+    def test_zoned_namespace_on_a_host_that_enabled_nvm_only(self) -> None:
+        """CC.CSS 000b (NVM command set only): a zoned namespace plugged at run time stays inactive
+        there, as at boot (QEMU attaches only namespaces of the command sets the host enabled:
+        nvme_csi_supported), and the host is not told of a namespace it cannot use."""
+        m, c = self.one_controller()
+        self.host(c, aec=d.AEC_NS_ATTR_NOTICES, aers=2)
+        self.plug(m, "nvme0", 2, size_mib=128, zoned=True)   # QEMU's default zone size is 128 MiB
+        self.assertEqual(c.active_nsids(), [1],
+                         "Base 'I/O Command Set selection': with CC.CSS 000b only NVM command set namespaces "
+                         "are active, but the zoned NSID 2 plugged at run time is")
+        self.assert_no_event(c, "a zoned namespace was plugged on a controller the host enabled for NVM only")
+        self.assertEqual(c.changed_namespaces(), [], "the Changed Namespace List names a namespace the host cannot use")
