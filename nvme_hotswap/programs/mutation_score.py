@@ -7,14 +7,18 @@ nobody chose. Steps:
 2. Mutants: universalmutator (`mutate FILE c --lines LINES --noCheck`): negated conditions, removed
    calls, swapped arguments, off-by-one, ... one change per mutant. --noCheck because universalmutator
    compiles nothing itself for C (it would call every mutant valid); the build below is the check.
-3. Build: a scratch copy of the cached series build (source and configured build dir, made once per
-   build key under $CACHE/mutation-work/), the mutant written into it, `ninja` of QEMU and the
+3. Build: a mutant whose shape never compiles (never_compiles(): unbalanced brackets, `break;`
+   outside a loop, a declarator's `*` made an operator, ...) is stillborn without a build (about
+   two in three of universalmutator's mutants of the series). The others: a scratch copy of the
+   cached series build (source and configured build dir, made once per build key under
+   $CACHE/mutation-work/), the mutant written into it, `ninja` of QEMU and the
    patch's qtests: a few seconds per mutant. One that does not compile is dropped (stillborn); one
    whose object file is byte-identical to the original's is equivalent (trivial compiler
    equivalence) and dropped. A mutant that changes the line count is never byte-identical (QEMU's
    error_setg() and assert embed __LINE__): it is judged by the tests like any other.
-4. Judge: the patch's qtests first (seconds; scripts/check-series.sh with QTESTS=), then the
-   acceptance tests tagged for the patch, -x.
+4. Judge, cheapest layer first: the device-level tests tagged for the patch (the NVMe host over
+   qtest, seconds), the patch's qtests, then the guest-level acceptance tests tagged for it, -x;
+   the verdict's "by" starts with the layer that killed it (device:, qtest:, guest:).
    Killed: a qtest or a test failed or errored (QEMU crashing included). A run that hits the bound
    (or a qtest that check-series.sh's timeout ended: exit 124) is a timeout, reported on its own and
    NOT counted as a kill (a hang is not a verdict).
@@ -197,6 +201,80 @@ def describe(patch: str, path: str, before: list[str], after: list[str], i: int,
     return Mutant(patch, path, i + 1, before[i].strip(), after[i].strip() if i < len(after) else "", text)
 
 
+#: a C type before a declarator's `*` (Type *name, struct x *name, uint32_t *name, const char *name)
+TYPE_BEFORE_STAR = re.compile(r"(?:\b[A-Z]\w*|\b\w+_t|\bchar|\bint|\bvoid|\bbool|\bstruct\s+\w+)\s*\**\s*$")
+NOT_CODE = re.compile(r'/\*.*?\*/|//.*|"(?:\\.|[^"\\])*"' + r"|'(?:\\.|[^'\\])*'")   # comments, literals
+DECLARATION = re.compile(r"^(?:static\s+|const\s+)*(?:struct\s+)?[A-Za-z_]\w*(?:\s*\*+\s*|\s+)[A-Za-z_]\w*"
+                         r"(?:\s*,\s*\**\s*[A-Za-z_]\w*)*\s*(?:=.*)?;$")
+
+
+def never_compiles(m: Mutant, before: list[str]) -> str | None:
+    """Why mutant `m` of the file `before` (its lines) cannot compile, seen without compiling it
+    (None: let the compiler say).
+
+    universalmutator's C rules are textual: four in five of their mutants of the series did not
+    compile (measured), each costing a build. These shapes never do: brackets left unbalanced
+    ("if (a || b) {" -> "(0==1) || b) {", or half a line commented out), a number rewritten inside
+    an identifier ("uint(64-1)_t"), a declarator's `*` turned into an operator ("Error %err"), a
+    binary operator where an operand starts ("f(a, |err)"), a declaration commented out (its variable
+    is used below), `break;` or `continue;` inserted outside any loop (or switch, for break)."""
+    original, changed = m.original, m.changed
+    if changed.startswith("insert: "):
+        statement = changed.removeprefix("insert: ")
+        return None if enclosing_loop(before, m.line - 1, statement == "break;") else f"{statement} outside a loop"
+    if changed == "(line deleted)":
+        return None
+    visible = re.sub(r"/\*.*?\*/", "", changed)
+    for pair in ("()", "{}", "[]"):
+        if original.count(pair[0]) - original.count(pair[1]) != visible.count(pair[0]) - visible.count(pair[1]):
+            return f"unbalanced {pair}"
+    prefix = len(os.path.commonprefix([original, changed]))
+    suffix = len(os.path.commonprefix([original[prefix:][::-1], changed[prefix:][::-1]]))
+    new = changed[prefix:len(changed) - suffix]
+    if (re.search(r"[A-Za-z_]\(\d+[-+]1\)\w", changed) or
+            (re.fullmatch(r"\d+", new) and prefix and re.match(r"\w", original[prefix - 1])
+             and re.match(r"[A-Za-z_]", changed[len(changed) - suffix:] or " "))):
+        return "a number changed inside an identifier"
+    if re.search(r"[+\-*/%|^]\s*[%/|^*]\s*[);\]]|[%/|^]\s*[);\]]", visible) and not \
+            re.search(r"[+\-*/%|^]\s*[%/|^*]\s*[);\]]|[%/|^]\s*[);\]]", original):
+        return "an operator with no operand"
+    for constant in re.finditer(r"\((?:0|1)==(?:0|1)\)", visible):
+        before_it = visible[:constant.start()].rstrip()
+        last = re.search(r"(\w+|\S)$", before_it)
+        if last and (last.group(1) == ")" or (re.fullmatch(r"\w+", last.group(1))
+                                             and last.group(1) not in ("if", "while", "return", "switch"))):
+            return "an operand where an operator belongs"
+    if prefix < len(original) and original[prefix] == "*" and TYPE_BEFORE_STAR.search(original[:prefix]):
+        return "a declarator's * turned into an operator"
+    if re.search(r"[(,]\s*[|%/^<>]", visible) and not re.search(r"[(,]\s*[|%/^<>]", original):
+        return "a binary operator where an operand starts"
+    if changed == f"/*{original}*/" and DECLARATION.match(original):
+        return "a declaration commented out"
+    return None
+
+
+def enclosing_loop(lines: list[str], index: int, switch_too: bool) -> bool:
+    """Whether the end of line `index` (0-based: an inserted statement follows it) is inside a for,
+    while or do loop (or a switch, with `switch_too`) of its function: the blocks enclosing it,
+    found by their braces walking up, to the function's own `{` (in column 0)."""
+    unmatched = 0   # closing braces seen walking up, still to be matched by an opening one
+    for i in range(index, -1, -1):
+        code = NOT_CODE.sub("", lines[i])
+        for pos in range(len(code) - 1, -1, -1):
+            if code[pos] == "}":
+                unmatched += 1
+            elif code[pos] == "{":
+                if unmatched:
+                    unmatched -= 1
+                    continue
+                if pos == 0 and i > 0 and not code.strip().startswith("{ "):   # a function's body
+                    return False
+                header = code[:pos] if code[:pos].strip() else (lines[i - 1] if i else "")
+                if re.search(r"\b(for|while|do)\b", header) or (switch_too and re.search(r"\bswitch\b", header)):
+                    return True
+    return False
+
+
 def object_of(build: Path, path: str) -> Path | None:
     """The object file ninja makes from `path` (meson flattens the path with underscores)."""
     flat = path.replace("/", "_") + ".o"
@@ -243,6 +321,10 @@ def judge(m: Mutant, work: Path, cfg: RunConfig, baseline: dict[str, str], folde
     target = f"qemu-system-{cfg.arch.name}"
     selection, qtests = PATCH_TESTS[m.patch]
     original = (src / m.path).read_text()
+    reason = never_compiles(m, original.splitlines())
+    if reason:
+        m.verdict, m.by = "stillborn", f"{reason} (seen without compiling)"
+        return
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "mutant.txt").write_text(f"{m.path}:{m.line}\n- {m.original}\n+ {m.changed}\n")
     (src / m.path).write_text(m.text)

@@ -136,3 +136,40 @@ class Describe(unittest.TestCase):
         self.assertEqual((m.line, m.original, m.changed), (2, "b();", "x();"))
         m = ms.describe("0001", "x.c", before, ["a();", "c();"], 1, "")
         self.assertEqual((m.line, m.original, m.changed), (2, "b();", "(line deleted)"))
+
+
+class NeverCompiles(unittest.TestCase):
+    """Shapes of universalmutator's C mutants that cannot compile are dropped before a build."""
+
+    FILE = ["static void f(int *a)", "{", "    int i;", "    for (i = 0; i < 3; i++) {", "        g(i);",
+            "    }", "    h(a);", "}"]
+
+    def verdict(self, original: str, changed: str, line: int = 7) -> str | None:
+        return ms.never_compiles(ms.Mutant("0001", "x.c", line, original, changed, ""), self.FILE)
+
+    def test_what_cannot_compile(self) -> None:
+        cases = {("if (a || b) {", "(0==1) || b) {"): "unbalanced ()",
+                 ("if (x) {", "/*if (x) {*/"): "unbalanced {}",
+                 ("uint64_t perm;", "uint(64-1)_t perm;"): "a number changed inside an identifier",
+                 ("uint32_t nsid = 1;", "uint0_t nsid = 1;"): "a number changed inside an identifier",
+                 ("Error *err = NULL;", "Error %err = NULL;"): "a declarator's * turned into an operator",
+                 ("Error **errp)", "Error *+errp)"): "a declarator's * turned into an operator",
+                 ("f(a, &err);", "f(a, |err);"): "a binary operator where an operand starts",
+                 ("int n = g();", "/*int n = g();*/"): "a declaration commented out",
+                 ("if (a || b) {", "if (a (0==1) || b) {"): "an operand where an operator belongs"}
+        for (original, changed), reason in cases.items():
+            with self.subTest(changed=changed):
+                self.assertEqual(self.verdict(original, changed), reason)
+
+    def test_what_may_compile_is_left_to_the_compiler(self) -> None:
+        for original, changed in (("if (a || b) {", "if (0==1) {"), ("h(a);", "/*h(a);*/"),
+                                  ("if (!bs) {", "if (bs) {"), ("x = f(a, b);", "x = f ( b,a);"),
+                                  ("i < 3", "i <= 3"), ("return (char *)p;", "return (char *)q;")):
+            with self.subTest(changed=changed):
+                self.assertIsNone(self.verdict(original, changed))
+
+    def test_break_and_continue_only_inside_a_loop(self) -> None:
+        self.assertIsNone(self.verdict("after line 5: g(i);", "insert: break;", line=5))
+        self.assertIsNone(self.verdict("after line 5: g(i);", "insert: continue;", line=5))
+        self.assertEqual(self.verdict("after line 7: h(a);", "insert: break;", line=7), "break; outside a loop")
+        self.assertEqual(self.verdict("after line 3: int i;", "insert: continue;", line=3), "continue; outside a loop")
