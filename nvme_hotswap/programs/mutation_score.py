@@ -204,7 +204,8 @@ def describe(patch: str, path: str, before: list[str], after: list[str], i: int,
 #: a C type before a declarator's `*` (Type *name, struct x *name, uint32_t *name, const char *name)
 TYPE_BEFORE_STAR = re.compile(r"(?:\b[A-Z]\w*|\b\w+_t|\bchar|\bint|\bvoid|\bbool|\bstruct\s+\w+)\s*\**\s*$")
 NOT_CODE = re.compile(r'/\*.*?\*/|//.*|"(?:\\.|[^"\\])*"' + r"|'(?:\\.|[^'\\])*'")   # comments, literals
-DECLARATION = re.compile(r"^(?:static\s+|const\s+)*(?:struct\s+)?[A-Za-z_]\w*(?:\s*\*+\s*|\s+)[A-Za-z_]\w*"
+DECLARATION = re.compile(r"^(?!(?:goto|return|case|else|do|break|continue)\b)"
+                         r"(?:static\s+|const\s+)*(?:struct\s+)?[A-Za-z_]\w*(?:\s*\*+\s*|\s+)[A-Za-z_]\w*"
                          r"(?:\s*,\s*\**\s*[A-Za-z_]\w*)*\s*(?:=.*)?;$")
 
 

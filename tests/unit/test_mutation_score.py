@@ -173,3 +173,7 @@ class NeverCompiles(unittest.TestCase):
         self.assertIsNone(self.verdict("after line 5: g(i);", "insert: continue;", line=5))
         self.assertEqual(self.verdict("after line 7: h(a);", "insert: break;", line=7), "break; outside a loop")
         self.assertEqual(self.verdict("after line 3: int i;", "insert: continue;", line=3), "continue; outside a loop")
+
+    def test_a_statement_is_not_a_declaration(self) -> None:
+        self.assertIsNone(self.verdict("goto out;", "/*goto out;*/"))
+        self.assertIsNone(self.verdict("return ret;", "/*return ret;*/"))
