@@ -372,6 +372,7 @@ def pytest_stage(selection: str, env: dict[str, str], folder: Path, parallel: bo
     """The acceptance tests of `selection` (-x) on env's QEMU: ("killed", by what) or ("timeout",
     why); None if none failed (or none was selected)."""
     jobs = min(os.cpu_count() or 1, 4) if parallel else 1
+    folder.mkdir(parents=True, exist_ok=True)
     rc, _ = run_logged([sys.executable, "-m", "pytest", "tests/acceptance", "-x", "-p", "no:cacheprovider",
                         *(["-n", str(jobs)] if jobs > 1 else []), "-m", selection],
                        {**env, "RESULTS_DIR": str(folder)}, folder / "pytest.log", bound=TEST_BOUND_S)

@@ -194,26 +194,38 @@ class NvmeContract(DeviceTest):
             self.assert_changed(c, [2], "after unplugging shared NSID 2")
             self.assertEqual(c.active_nsids(), [], f"{c.name}: NSID 2 still active after device_del")
 
+    def assert_private(self, m: QtestMachine, owner: NvmeController, other: NvmeController, nsid: int) -> None:
+        """shared=off NSID `nsid` plugged on `owner`: active and notified there only; `other`'s
+        active list, events and Changed Namespace List untouched, its Identify of the NSID zero."""
+        self.plug(m, owner.name, nsid, shared=False)
+        self.assert_one_ns_event(owner, "a private namespace was plugged on it")
+        self.assertIn(nsid, owner.active_nsids(), f"{owner.name}: private NSID {nsid} plugged on it is not active")
+        self.assertFalse(owner.identify_namespace(nsid).shared,
+                         f"{owner.name}: NMIC bit 0 set for a shared=off namespace")
+        self.assertNotIn(nsid, other.active_nsids(),
+                         f"private namespace {nsid} plugged on {owner.name} is active on {other.name}: Base "
+                         f"'Namespaces' - a private namespace is attached to one controller only (device_add "
+                         f"bus={owner.name})")
+        self.assert_no_event(other, f"private namespace {nsid} plugged on {owner.name} is not {other.name}'s")
+        self.assertEqual(other.changed_namespaces(), [],
+                         f"{other.name}'s Changed Namespace List lists {owner.name}'s private NSID {nsid}")
+        self.assertTrue(other.identify_namespace(nsid).zero,
+                        f"{other.name}: Identify Namespace of NSID {nsid}, inactive on it, is not zero-filled "
+                        "(Base 'Identify' CNS 00h)")
+        self.assert_changed(owner, [nsid], f"after plugging private NSID {nsid}")
+        owner.submit_aer()
+
     @known_defect("docs/findings/nvme-private-namespace-hotplug-reaches-every-controller.md",
-                  r"private namespace 3 plugged on nvmeB is active on nvmeA")
+                  r"private namespace \d plugged on nvme[AB] is active on nvme[AB]")
     def test_private_namespace_stays_on_its_controller(self) -> None:
-        """shared=off plugged on nvmeB: active and notified on nvmeB only; nvmeA's lists stay empty."""
+        """shared=off plugged on nvmeB, then another on nvmeA: each active and notified on its own
+        controller only (both directions: which controller comes first in the subsystem, or in
+        memory, must not matter)."""
         m, a, b = self.two_controllers()
         for c in (a, b):
             self.host(c, aec=d.AEC_NS_ATTR_NOTICES, aers=2)
-        self.plug(m, "nvmeB", 3, shared=False)
-        self.assert_one_ns_event(b, "a private namespace was plugged on it")
-        self.assertEqual(b.active_nsids(), [3], "nvmeB: private NSID 3 plugged on it is not active")
-        self.assertFalse(b.identify_namespace(3).shared, "nvmeB: NMIC bit 0 set for a shared=off namespace")
-        self.assertNotIn(3, a.active_nsids(),
-                         "private namespace 3 plugged on nvmeB is active on nvmeA: Base 'Namespaces' - a private "
-                         "namespace is attached to one controller only (device_add bus=nvmeB)")
-        self.assert_no_event(a, "private namespace 3 plugged on nvmeB is not nvmeA's")
-        self.assertEqual(a.changed_namespaces(), [], "nvmeA's Changed Namespace List lists nvmeB's private NSID 3")
-        self.assertTrue(a.identify_namespace(3).zero,
-                        "nvmeA: Identify Namespace of NSID 3, inactive on it, is not zero-filled "
-                        "(Base 'Identify' CNS 00h)")
-        self.assert_changed(b, [3], "after plugging private NSID 3")
+        self.assert_private(m, b, a, 3)
+        self.assert_private(m, a, b, 4)
 
     # --- f: detached=on and Namespace Attachment --------------------------------------------------
     def test_detached_namespace_and_attachment(self) -> None:
