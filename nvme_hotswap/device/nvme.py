@@ -302,11 +302,14 @@ class NvmeController:
         out, self.events = self.events, []
         return out
 
-    def namespace_attachment(self, nsid: int, cntlids: list[int], attach: bool, check: bool = True) -> d.Completion:
-        """Namespace Attachment (Base): SEL 0h attach, 1h detach, to the controllers in the list."""
+    def namespace_attachment(self, nsid: int, cntlids: list[int], attach: bool, check: bool = True,
+                             sel: int | None = None) -> d.Completion:
+        """Namespace Attachment (Base): SEL 0h attach, 1h detach (`sel`: any other value, reserved),
+        to the controllers in the list."""
+        sel = (0 if attach else 1) if sel is None else sel
         self.qt.memwrite(self.buf, d.controller_list(cntlids))
-        return self.command(f"Namespace Attachment ({'attach' if attach else 'detach'}) NSID {nsid}",
-                            ADM_NS_ATTACHMENT, nsid=nsid, prp1=self.buf, cdw=(0 if attach else 1,), check=check)
+        return self.command(f"Namespace Attachment (SEL {sel:x}h) NSID {nsid}",
+                            ADM_NS_ATTACHMENT, nsid=nsid, prp1=self.buf, cdw=(sel,), check=check)
 
     def create_io_queues(self, qid: int = 1, size: int = 64) -> QueuePair:
         """Create I/O Completion Queue then I/O Submission Queue `qid` (physically contiguous,

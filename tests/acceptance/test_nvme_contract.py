@@ -237,6 +237,13 @@ class NvmeContract(DeviceTest):
         self.assert_no_event(c, "a detached namespace was plugged (attached to no controller)")
         self.assertEqual(c.active_nsids(), [1], "detached=on NSID 2 is active right after the plug")
 
+        reserved = c.namespace_attachment(2, [cntlid], attach=True, check=False, sel=0x2)
+        self.assertEqual((reserved.status.sct, reserved.status.sc), (0, 0x02),
+                         "Base 'Namespace Attachment': SEL 2h is reserved, the command must fail with Invalid "
+                         f"Field in Command; got {reserved.status}")
+        self.assertEqual(c.active_nsids(), [1], "a Namespace Attachment with a reserved SEL attached NSID 2")
+        self.assert_no_event(c, "a Namespace Attachment with a reserved SEL changed nothing")
+
         c.namespace_attachment(2, [cntlid], attach=True)
         self.assertEqual(c.active_nsids(), [1, 2], "Base 'Namespace Attachment' (SEL 0h): NSID 2 not active after it")
         # QEMU's Namespace Attachment has notified the controller it attached since it was added
