@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from ..vm.machine import MonitorError, QemuMachine
+from ..vm.topology import namespace_props
+from ..wait import wait_until
 from . import pci
 from .nvme import GuestRam, NvmeController
 from .qtest import Qtest, QtestListener
@@ -99,19 +100,18 @@ class QtestMachine:
     def del_blockdev(self, node: str, timeout: float = 5.0) -> None:
         """blockdev-del, retried while a just-unplugged device still holds the node (QEMU may release
         it only when the device is finalized, after an RCU grace period)."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def deleted() -> bool:
             try:
                 self.vm.qmp("blockdev-del", **{"node-name": node})
-                return
-            except MonitorError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                return True
+            except MonitorError as refused:
+                LOG.debug("blockdev-del %s: %s; retrying", node, refused)
+                return False
+        wait_until(deleted, timeout, f"blockdev-del {node} to be accepted", interval=0.05)
 
     def plug_namespace(self, dev_id: str, node: str, bus: str, nsid: int, **props: Any) -> None:
         """device_add nvme-ns at run time onto controller `bus` (QMP)."""
-        self.vm.qmp("device_add", driver="nvme-ns", id=dev_id, drive=node, bus=bus, nsid=nsid, **props)
+        self.vm.qmp("device_add", **namespace_props(dev_id, node, bus, nsid, **props))
 
     def unplug(self, dev_id: str, timeout: float = 10.0) -> None:
         """device_del and its DEVICE_DELETED (matched on data.device)."""

@@ -105,23 +105,11 @@ class Qtest:
         return int(words[0], 0)
 
     # --- memory --------------------------------------------------------------------------------
-    def readb(self, addr: int) -> int:
-        return self._value(f"readb 0x{addr:x}")
-
-    def readw(self, addr: int) -> int:
-        return self._value(f"readw 0x{addr:x}")
-
     def readl(self, addr: int) -> int:
         return self._value(f"readl 0x{addr:x}")
 
     def readq(self, addr: int) -> int:
         return self._value(f"readq 0x{addr:x}")
-
-    def writeb(self, addr: int, value: int) -> None:
-        self.command(f"writeb 0x{addr:x} 0x{value:x}")
-
-    def writew(self, addr: int, value: int) -> None:
-        self.command(f"writew 0x{addr:x} 0x{value:x}")
 
     def writel(self, addr: int, value: int) -> None:
         self.command(f"writel 0x{addr:x} 0x{value:x}")
@@ -146,20 +134,8 @@ class Qtest:
             self.command(f"memset 0x{addr:x} 0x{size:x} 0x{pattern:02x}")
 
     # --- port I/O ----------------------------------------------------------------------------
-    def outb(self, port: int, value: int) -> None:
-        self.command(f"outb 0x{port:x} 0x{value:x}")
-
-    def outw(self, port: int, value: int) -> None:
-        self.command(f"outw 0x{port:x} 0x{value:x}")
-
     def outl(self, port: int, value: int) -> None:
         self.command(f"outl 0x{port:x} 0x{value:x}")
-
-    def inb(self, port: int) -> int:
-        return self._value(f"inb 0x{port:x}")
-
-    def inw(self, port: int) -> int:
-        return self._value(f"inw 0x{port:x}")
 
     def inl(self, port: int) -> int:
         return self._value(f"inl 0x{port:x}")

@@ -17,6 +17,7 @@ from typing import Any
 from .. import config, preflight
 from ..basetest import SuiteTest
 from ..vm.machine import QemuExited, describe_status
+from ..vm.topology import create_image
 from .machine import QtestMachine
 from .nvme import NvmeController
 
@@ -79,8 +80,7 @@ class DeviceTest(SuiteTest):
         folder = self.artifacts / "disks"
         folder.mkdir(exist_ok=True)
         path = folder / f"{name}.img"
-        with path.open("wb") as f:
-            f.truncate(size_mib << 20)
+        create_image(path, size_mib << 20, b"")   # all zeros: the tests write what they read
         return path
 
     @staticmethod

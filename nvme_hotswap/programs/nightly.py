@@ -7,7 +7,7 @@
 2. The acceptance suite once per cell in NIGHTLY_CELLS (default: .ci/cells.json's "default", "cloud
    bookworm-cloud bookworm trixie sid aarch64 upstream upstream-aarch64 ns-only": the cloud-style guest,
    Debian 12's cloud and generic kernels, Debian 13's and unstable's on x86_64, Debian 12 on arm64 virt,
-   upstream's 11.1.3 release on both, patch 0001 alone as a model of upstream 11.1), each its
+   upstream's 11.1.3 release on both, and ns-only: patch 0001 with our fixes 0006 and 0007), each its
    own pytest run under <run>/<cell>/, selection from NIGHTLY_PYTEST_ARGS (else PYTEST_ARGS);
    NIGHTLY_MUTANTS=1 adds the mutation check under <run>/mutants/ (one "test" per mutant: killed = passed).
    NIGHTLY_MUTATION_SCORE=1 adds make mutation-score (MUTATION_SAMPLE as given; all by default) and
