@@ -45,7 +45,7 @@ from .suite_key import KeptStore, suite_key
 MUTANTS_DIR = ROOT / "patches" / "mutants"
 SELECT = "needs_nvme_ns_hotplug or needs_drive_insert or needs_reconnect_qmp or needs_reconnect"
 #: the files of the device-level tests (DeviceTest, tagged `device`), as pytest ids name them
-DEVICE_FILES = ("tests/acceptance/test_nvme_contract.py",)
+DEVICE_FILES = ("tests/acceptance/test_nvme_contract.py", "tests/acceptance/test_reconnect_contract.py")
 
 
 def description(diff: Path) -> str:

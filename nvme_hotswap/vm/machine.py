@@ -415,6 +415,21 @@ class QemuMachine:
         """The QMP command under drive_insert: attach block node `node_name` to the device's empty backend."""
         self.qmp("x-blockdev-reconnect", id=qom_path, **{"node-name": node_name})
 
+    def reconnect(self, device: str, image: Path | str, via_hmp: bool, node: str = "reconnected") -> None:
+        """Reconnect raw `image` to `device`'s empty backend through the interface the series offers:
+        the cover letter's drive_insert (`via_hmp`), else its QMP form (blockdev-add as `node`, then
+        x-blockdev-reconnect; a refused reconnect deletes that node again). Either way a refusal
+        raises MonitorError and, if the series is right, leaves QEMU as it was."""
+        if via_hmp:
+            self.drive_insert(device, image)
+            return
+        self.qmp("blockdev-add", driver="raw", **{"node-name": node}, file={"driver": "file", "filename": str(image)})
+        try:
+            self.blockdev_reconnect(device, node)
+        except MonitorError:
+            self.qmp("blockdev-del", **{"node-name": node})
+            raise
+
     def aer_inject(self, port: str, error: str) -> None:
         """Inject an AER error at a root port (HMP only; e.g. SDN = Surprise Down)."""
         out = self.hmp(f"pcie_aer_inject_error {port} {error}")

@@ -123,6 +123,8 @@ class NeedsUsed(unittest.TestCase):
         for used_caps in ({"drive_insert"}, {"reconnect_qmp"}):
             self.assertEqual(tag_mismatch({"reconnect"}, used_caps), (set(), set()))
         self.assertEqual(tag_mismatch({"reconnect"}, set()), (set(), {"reconnect"}))
+        self.assertEqual(tag_mismatch({"reconnect", "drive_insert"}, {"drive_insert"}), (set(), set()),
+                         "a member declared beside its alias stays its own")
         self.assertEqual(tag_mismatch(set(), {"drive_insert"}), ({"drive_insert"}, set()))
         self.assertEqual(tag_mismatch({"drive_insert"}, {"drive_insert"}), (set(), set()))
 
