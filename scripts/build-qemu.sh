@@ -66,6 +66,10 @@ if [ "$PATCHES" != none ]; then
 fi
 
 mutant_file=
+# A mutant's build also carries the series' qtests (those its source has), built against it:
+# make check-mutants runs them as a stage of its own, and mutants built side by side share one
+# work tree, so each keeps its own copy under build/tests/qtest/.
+MUTANT_QTESTS="nvme-hotplug-test qos-test test-hmp"
 if [ -n "${MUTANT:-}" ]; then
   mutant_file=$top/patches/mutants/$MUTANT.diff
   [ -f "$mutant_file" ] || die "mutant $MUTANT: no such file $mutant_file"
@@ -82,7 +86,8 @@ fi
 
 key=$( { echo "$source_id"; echo "${CONFIGURE_FLAGS[*]}"; echo "meson=$MESON_VERSION pycotap=$PYCOTAP_VERSION";
          echo "recipe=$RECIPE"; [ -z "$devices_file" ] || cat "$devices_file"; for p in "${patch_files[@]}"; do basename "$p"; cat "$p"; done;
-         if [ -n "$mutant_file" ]; then echo "mutant=$MUTANT"; cat "$mutant_file"; fi; } | sha256_of_stdin)
+         if [ -n "$mutant_file" ]; then echo "mutant=$MUTANT"; cat "$mutant_file"; echo "qtests=$MUTANT_QTESTS"; fi
+       } | sha256_of_stdin)
 out="$CACHE_ROOT/qemu/$key"
 # One builder per key: a second run (another checkout, CI, a helper) waits for the first.
 mkdir -p "$CACHE_ROOT/qemu"
@@ -237,8 +242,17 @@ if [ -n "$mutant_file" ] || [ "${QEMU_INCREMENTAL:-0}" = 1 ]; then
   ninja_in "$tree"
   rm -rf "$out"; mkdir -p "$out/build"
   cp "$tree/build/$binary_name" "$out/build/$binary_name"
+  products=("build/$binary_name")
+  if [ -n "$mutant_file" ]; then
+    qtests=()
+    for q in $MUTANT_QTESTS; do [ ! -f "$tree/src/tests/qtest/$q.c" ] || qtests+=("tests/qtest/$q"); done
+    log "ninja ${qtests[*]}"
+    ninja -C "$tree/build" "${qtests[@]}" >>"$tree/build.log" 2>&1 || { tail -40 "$tree/build.log" >&2; die "qtest build failed; see $tree/build.log"; }
+    mkdir -p "$out/build/tests/qtest"
+    for q in "${qtests[@]}"; do cp "$tree/build/$q" "$out/build/$q"; products+=("build/$q"); done
+  fi
   end=$(date +%s)
-  cache_seal "$out" "build/$binary_name"
+  cache_seal "$out" "${products[@]}"
   write_done "$out" "$((end-start))" "incremental=$tree (kept $keep of ${#patch_files[@]} patches)"
   log "built in $((end-start)) s (incremental: $keep of ${#patch_files[@]} patches were in the work tree)"
   echo "$out/build/$binary_name"

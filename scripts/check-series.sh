@@ -16,8 +16,16 @@ top=$(dirname "$here")
 
 [ $# -eq 1 ] || die "usage: $0 BUILD_DIR (a QEMU build dir with the series applied, source in BUILD_DIR/../src)"
 build=$(cd "$1" 2>/dev/null && pwd) || die "build dir $1 does not exist"
-src=$(cd "$build/../src" 2>/dev/null && pwd) || die "no source tree at $build/../src"
-[ -f "$build/build.ninja" ] || die "$build is not a configured meson build dir"
+# PREBUILT=1 (with QTESTS): BUILD_DIR holds built binaries only (a mutant's cache entry of
+# scripts/build-qemu.sh: the QEMU binary and tests/qtest/*), no source, nothing to build.
+PREBUILT=${PREBUILT:-0}
+if [ "$PREBUILT" = 1 ]; then
+  [ -n "${QTESTS:-}" ] || die "PREBUILT=1 needs QTESTS (there is no source to run checkpatch on)"
+  src=
+else
+  src=$(cd "$build/../src" 2>/dev/null && pwd) || die "no source tree at $build/../src"
+  [ -f "$build/build.ninja" ] || die "$build is not a configured meson build dir"
+fi
 PATCHES=${PATCHES:-$top/patches}
 [ -f "$PATCHES/series" ] || die "no series file in $PATCHES"
 TARGET_BIN=${TARGET_BIN:-qemu-system-x86_64}
@@ -63,7 +71,11 @@ done
 # --- build the test binaries (incremental) -------------------------------------------------------
 qtests=()
 for q in nvme-hotplug-test qos-test test-hmp; do only "$q" && qtests+=("tests/qtest/$q"); done
-if ! nice ninja -C "$build" "$TARGET_BIN" "${qtests[@]}" >"$logdir/ninja.log" 2>&1; then
+if [ "$PREBUILT" = 1 ]; then
+  missing=()
+  for f in "$TARGET_BIN" "${qtests[@]}"; do [ -x "$build/$f" ] || missing+=("$f"); done
+  [ ${#missing[@]} -eq 0 ] || die "PREBUILT=1: $build lacks ${missing[*]}"
+elif ! nice ninja -C "$build" "$TARGET_BIN" "${qtests[@]}" >"$logdir/ninja.log" 2>&1; then
   tail -n 40 "$logdir/ninja.log" >&2
   result "build" FAIL "ninja $TARGET_BIN ${qtests[*]} (log: $logdir/ninja.log)"
   printf '%s\n' "${summary[@]}"
@@ -118,7 +130,7 @@ fi
 
 if only test-hmp; then
   run_qtest test-hmp tests/qtest/test-hmp
-  if [ -f "$logdir/test-hmp.log" ] && ! grep -q 'drive_insert' "$src/tests/qtest/test-hmp.c"; then
+  if [ -n "$src" ] && [ -f "$logdir/test-hmp.log" ] && ! grep -q 'drive_insert' "$src/tests/qtest/test-hmp.c"; then
     result "test-hmp drive_insert" FAIL "test-hmp.c does not run drive_insert"
   fi
 fi

@@ -3,6 +3,7 @@
 For each patches/mutants/<name>.diff: build QEMU with the series plus that diff
 (`MUTANT=<name> scripts/build-qemu.sh`, cached like any build), run the tests that need the series
 against it (`-x`: the first failure is enough), the device-level tests first (seconds, no guest),
+then the series' own qtests (built with the mutant: nvme-hotplug-test, QEMU's nvme tests, test-hmp),
 then the guest-level scenarios if those killed nothing, and call the mutant killed when at least
 one test failed or errored (a cancel/skip does not count); the row says which layer killed it.
 Writes mutation.json and mutation.md into this run's results folder, each mutant's own run under
@@ -81,7 +82,7 @@ class Row(TypedDict):
     cancelled: NotRequired[int]     # the control only
     kept: NotRequired[str]          # the suite_key whose kept verdict this row is
     killer: NotRequired[str | None]  # a kept verdict's killing test
-    layer: NotRequired[str]          # what killed it: device (the NVMe host over qtest) or guest
+    layer: NotRequired[str]          # what killed it: device (NVMe host over qtest), qtest (the series') or guest
 
 
 def junit_outcome(path: Path) -> JunitOutcome:
@@ -129,26 +130,36 @@ def child_env() -> dict[str, str]:
 
 def run_tests(row: Row, binary: str, pytest_args: list[str], folder: Path, guest: str, first: str | None = None,
               selection: bool = True) -> Path | None:
-    """Run pytest on `binary` in stages, each only if the one before killed nothing; return the last
-    stage's junit.xml (None with row["error"] set if there is none).
+    """Run the tests on `binary` in stages, each only if the one before killed nothing; return the
+    last pytest stage's junit.xml (None if none ran; row["error"] set if pytest wrote none).
 
-    `first`: a test to run alone (the one that killed this mutant last time); then, with
-    `selection`, the device-level tests (seconds, no guest: they see what Linux ignores), then the
-    guest-level scenarios. Fills the row's test seconds, counts summed over the stages run, and
-    row["layer"]: the stage whose tests killed it.
+    `first`: a test to run alone (the one that killed this mutant last time, or "qtest:<name>");
+    then, with `selection`, the device-level tests (seconds, no guest: they see what Linux ignores),
+    the series' qtests the build carries (series_qtests), then the guest-level scenarios. Fills
+    the row's test seconds, counts summed over the stages run, and row["layer"]: the stage whose
+    tests killed it.
     """
     start = time.monotonic()
     test_env = {**child_env(), "QEMU": binary, "GUEST_DIR": guest}
+    qtests = series_qtests(binary)
     stages: list[tuple[str, list[str], Path]] = []
     if first:
         stages.append(("first", [first], folder / "first"))
     if selection:
         stages.append(("device", ["tests/acceptance", *pytest_args, "-m", f"device and ({SELECT})"], folder / "device"))
+        if qtests:
+            stages.append(("qtest", qtests, folder / "qtest"))
         stages.append(("guest", ["tests/acceptance", *pytest_args, *xdist(), "-m", f"not device and ({SELECT})"],
                        folder))
     junit_xml: Path | None = None
     row["tests_run"] = row["failed"] = 0
     for stage, args, results_dir in stages:
+        if stage == "qtest" or (stage == "first" and args[0].startswith(QTEST_KILLER)):
+            failed = run_qtests(binary, qtests, results_dir, row)
+            if failed:
+                row["first_failure"], row["layer"] = failed, "qtest"
+                break
+            continue
         rc, _ = run_logged([sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider"],
                            {**test_env, "RESULTS_DIR": str(results_dir)}, folder / f"pytest-{stage}.log")
         junit_xml = results_dir / "latest" / "junit.xml"
@@ -167,8 +178,45 @@ def run_tests(row: Row, binary: str, pytest_args: list[str], folder: Path, guest
     return junit_xml
 
 
+QTEST_KILLER = "qtest:"   # a kept killer that is one of the series' qtests: "qtest:<name>"
+QTEST_NAMES = ("nvme-hotplug-test", "qos-test", "test-hmp")
+QTEST_BOUND_S = 900
+
+
+def series_qtests(binary: str) -> list[str]:
+    """The series' qtests a mutant's build carries (scripts/build-qemu.sh copies them beside the
+    binary, built against it); none for a build without them (the control)."""
+    folder = Path(binary).parent / "tests" / "qtest"
+    return [q for q in QTEST_NAMES if (folder / q).is_file()]
+
+
+def run_qtests(binary: str, names: list[str], folder: Path, row: Row) -> str:
+    """The series' own qtests on a mutant (scripts/check-series.sh, PREBUILT: the binaries of its
+    cache entry): "qtest:<name>: <its summary line>" of the first that failed, or "" if all
+    passed.
+    A qtest that hangs is ended by check-series.sh's timeout and counts as failed (exit 124), as a
+    guest test that hangs does."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rc, _ = run_logged(["bash", str(ROOT / "scripts" / "check-series.sh"), str(Path(binary).parent)],
+                       {**child_env(), "PREBUILT": "1", "QTESTS": " ".join(names), "TARGET_BIN": Path(binary).name,
+                        "RESULTS_DIR": str(folder)}, folder / "check-series.log", bound=QTEST_BOUND_S)
+    text = (folder / "check-series.log").read_text(errors="replace")
+    row["tests_run"] += len(names)
+    if rc == 0:
+        return ""
+    lines = [ln.split("]", 1)[-1].strip() for ln in text.splitlines() if ln.startswith("[check-series.sh]")]
+    bad = [ln for ln in lines if " FAIL " in ln and not ln.startswith("build")]
+    row["failed"] += max(1, len(bad))
+    first = bad[0] if bad else f"check-series.sh exit {rc} (log: {folder / 'check-series.log'})"
+    name = next((q for q in names if first.startswith(q) or first.startswith(f"nvme-test ({q})")), names[0])
+    return f"{QTEST_KILLER}{name}: {first[:160]}"
+
+
 def layer_of(node: str) -> str:
-    """The layer of a test by its pytest id: `device` for the device-level tests, else `guest`."""
+    """The layer of a kept killer: `qtest` for one of the series' qtests, `device` for the
+    device-level tests (by pytest id), else `guest`."""
+    if node.startswith(QTEST_KILLER):
+        return "qtest"
     return "device" if node.split("::")[0] in DEVICE_FILES else "guest"
 
 
@@ -213,11 +261,14 @@ def check(name: str, diff: Path, folder: Path, guest: str, first: str | None, ke
     if kept.recall(key, row):
         return row, row.get("killer")
     junit_xml = run_tests(row, binary, ["-x"], folder, guest, first, selection)
-    if junit_xml is None:
+    if row.get("error"):
         return row, None
     row["killed"] = row["failed"] > 0
-    failed = [c for c in junit.read(junit_xml) if c.outcome in ("failed", "error")]
-    killer = node_id(failed[0]) if failed else None
+    if row.get("layer") == "qtest":
+        killer: str | None = row["first_failure"].split(": ", 1)[0]
+    else:
+        failed = [c for c in junit.read(junit_xml) if c.outcome in ("failed", "error")] if junit_xml else []
+        killer = node_id(failed[0]) if failed else None
     kept.keep(key, row, killer)
     return row, killer
 

@@ -177,3 +177,30 @@ class NeverCompiles(unittest.TestCase):
     def test_a_statement_is_not_a_declaration(self) -> None:
         self.assertIsNone(self.verdict("goto out;", "/*goto out;*/"))
         self.assertIsNone(self.verdict("return ret;", "/*return ret;*/"))
+
+
+class CheckMutantsLayers(unittest.TestCase):
+    """make check-mutants names the layer that killed a mutant, from its kept killer too."""
+
+    def test_layer_of_a_kept_killer(self) -> None:
+        from nvme_hotswap.programs import mutation
+        self.assertEqual(mutation.layer_of("qtest:nvme-hotplug-test"), "qtest")
+        self.assertEqual(mutation.layer_of("tests/acceptance/test_reconnect_contract.py::ReconnectContract::test_x"),
+                         "device")
+        self.assertEqual(mutation.layer_of("tests/acceptance/test_drive_reconnect.py::DriveReconnect::test_x"), "guest")
+
+    def test_device_files_are_the_device_tests(self) -> None:
+        """Every file listed as device level exists and holds DeviceTest classes, and no other does."""
+        from nvme_hotswap.programs import mutation
+        device = {str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "acceptance").glob("test_*.py")
+                  if "(DeviceTest)" in p.read_text()}
+        self.assertEqual(set(mutation.DEVICE_FILES), device)
+
+    def test_series_qtests_are_what_the_build_carries(self) -> None:
+        from nvme_hotswap.programs import mutation
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "tests" / "qtest").mkdir(parents=True)
+            binary = Path(tmp) / "qemu-system-x86_64"
+            self.assertEqual(mutation.series_qtests(str(binary)), [])
+            (Path(tmp) / "tests" / "qtest" / "test-hmp").write_text("")
+            self.assertEqual(mutation.series_qtests(str(binary)), ["test-hmp"])
