@@ -111,7 +111,7 @@ class NvmeContract(DeviceTest):
     # --- b: unplug ---------------------------------------------------------------------------
     def test_unplug_notifies_and_deactivates(self) -> None:
         """device_del: one AEN, the NSID in the changed list, gone from the active list, Identify
-        Namespace of it zero-filled, I/O to it refused."""
+        Namespace of it zero-filled, I/O to it refused; then the freed NSID takes a new drive."""
         m, c = self.one_controller()
         self.host(c, aec=d.AEC_NS_ATTR_NOTICES, aers=2)
         self.plug(m, "nvme0", 2)
@@ -133,6 +133,11 @@ class NvmeContract(DeviceTest):
                          "Base 'Common Command Format' NSID: a command naming an inactive NSID is aborted with "
                          f"Invalid Field in Command (SCT 0 SC 02h); got {failed.status}")
         self.observe("unplug: AEN, changed [2], active [1], Identify NSID 2 zero-filled")
+
+        c.submit_aer()
+        self.plug(m, "nvme0", 2)   # the NSID is free again: a new drive takes it (the namespace-level swap)
+        self.assert_one_ns_event(c, "after device_add of NSID 2 again, once it was unplugged")
+        self.assertEqual(c.active_nsids(), [1, 2], "Base 'Identify' CNS 02h: NSID 2, plugged again, is not active")
 
     # --- c: Asynchronous Event Configuration -----------------------------------------------------
     @known_defect("docs/findings/nvme-namespace-notices-sent-when-disabled.md",
