@@ -89,6 +89,28 @@ PACKAGES=(
   libcrypt1=1:4.4.33-2
   libgmp10=2:6.2.1+dfsg1-1.1
   zlib1g=1:1.2.13.dfsg-1
+  # the storage stacks (tests/acceptance/test_storage_stacks.py): ext4 and XFS tools, mdadm, LVM
+  e2fsprogs=1.47.0-2+b2
+  libext2fs2=1.47.0-2+b2
+  libcom-err2=1.47.0-2+b2
+  libblkid1=2.38.1-5+deb12u3
+  libuuid1=2.38.1-5+deb12u3
+  xfsprogs=6.1.0-1
+  libinih1=55-1
+  liburcu8=0.13.2-1
+  mdadm=4.2-5
+  libudev1=252.39-1~deb12u2
+  lvm2=2.03.16-2
+  dmsetup=2:1.02.185-2
+  libdevmapper1.02.1=2:1.02.185-2
+  libdevmapper-event1.02.1=2:1.02.185-2
+  libaio1=0.3.113-4
+  libedit2=3.1-20221030-2
+  libbsd0=0.11.7-2
+  libmd0=1.0.4-2
+  libtinfo6=6.4-4
+  libselinux1=3.4-1+b6
+  libpcre2-8-0=10.42-1
 )
 # Kernel modules to ship (their dependencies are added), in the order /init loads them (it reads
 # /etc/guest-modules): the crc helpers first, so t10-pi/crc64-rocksoft need no request_module round
@@ -105,8 +127,15 @@ MODULES=(crc64_rocksoft_generic crct10dif_pclmul crct10dif_generic nvme-core nvm
 [ "$GUEST_KERNEL" != trixie ] || MODULES=(crct10dif_pclmul virtio_net virtio_blk)
 # unstable's has no crct10dif module any more (the CRC library carries its x86 code) and builds virtio-pci in.
 [ "$GUEST_KERNEL" != sid ] || MODULES=(virtio_net virtio_blk)
-BINARIES=(usr/sbin/nvme usr/sbin/dropbear bin/kmod)
-EMBEDDED=("$here/init.sh" "$here/udhcpc.script")
+# The storage stacks' modules ship but are not loaded at boot (nothing else needs them): md's
+# personalities come through the kernel's request_module(), the tests modprobe the rest.
+STORAGE_MODULES=(md_mod raid1 dm_mod xfs)
+BINARIES=(usr/sbin/nvme usr/sbin/dropbear bin/kmod
+          sbin/mke2fs sbin/e2fsck sbin/mkfs.xfs sbin/xfs_repair sbin/mdadm sbin/lvm sbin/dmsetup)
+# Other names of those binaries (what the tests type), as their packages link them.
+ALIASES=(sbin/mkfs.ext4:mke2fs sbin/fsck.ext4:e2fsck sbin/pvcreate:lvm sbin/pvs:lvm sbin/vgcreate:lvm
+         sbin/vgchange:lvm sbin/vgs:lvm sbin/lvcreate:lvm sbin/lvs:lvm sbin/pvscan:lvm sbin/vgremove:lvm)
+EMBEDDED=("$here/init.sh" "$here/udhcpc.script" "$here/lvm.conf")
 COMPRESS=${GUEST_COMPRESS:-none}
 case "$COMPRESS" in gzip|zstd|lz4|none) ;; *) die "GUEST_COMPRESS must be gzip, zstd, lz4 or none (got $COMPRESS)" ;; esac
 
@@ -117,7 +146,8 @@ key_extra=(); [ "$GUEST_KERNEL" = bookworm ] || key_extra=("kernel=$GUEST_KERNEL
 # (pins, modules, embedded files) and RECIPE, not the script's text, so a fix to a message or a
 # comment does not cost a rebuild.
 RECIPE=2
-key=$( { printf '%s\n' "${PACKAGES[@]}" "${MODULES[@]}" "compress=$COMPRESS" "${key_extra[@]}" "recipe=$RECIPE"; cat "${EMBEDDED[@]}"; } | sha256_of_stdin)
+key=$( { printf '%s\n' "${PACKAGES[@]}" "${MODULES[@]}" "${STORAGE_MODULES[@]}" "${ALIASES[@]}" "compress=$COMPRESS" \
+           "${key_extra[@]}" "recipe=$RECIPE"; cat "${EMBEDDED[@]}"; } | sha256_of_stdin)
 out="$CACHE_ROOT/guest/$key"
 if cache_intact "$out"; then
   log "cached guest $key ($GUEST_ARCH, kernel $KERNEL_ABI, $COMPRESS)"
@@ -239,8 +269,9 @@ fi
 # --- modules -------------------------------------------------------------------------------------
 kmodrun() { local tool=$1; shift; LD_LIBRARY_PATH=$libpath "$loader" --argv0 "$tool" "$tools/bin/kmod" "$@"; }
 kmodrun depmod -b "$pkg" "$kver"
-mods=$(kmodrun modprobe -d "$pkg" -S "$kver" --show-depends -a "${MODULES[@]}" | awk '$1 == "insmod" {print $2}' | sort -u)
-for m in "${MODULES[@]}"; do   # every module asked for must be among them
+mods=$(kmodrun modprobe -d "$pkg" -S "$kver" --show-depends -a "${MODULES[@]}" "${STORAGE_MODULES[@]}" \
+       | awk '$1 == "insmod" {print $2}' | sort -u)
+for m in "${MODULES[@]}" "${STORAGE_MODULES[@]}"; do   # every module asked for must be among them
   echo "$mods" | grep -qE "/${m//[-_]/[-_]}\.ko(\.xz|\.zst)?$" || die "module $m not found in ${KERNEL_PACKAGES[*]} (built in? see its config)"
 done
 for m in $mods; do
@@ -273,6 +304,9 @@ copy_with_libs() {  # copy_with_libs PATH-IN-PKG
   done
 }
 for b in "${BINARIES[@]}"; do copy_with_libs "$b"; done
+for a in "${ALIASES[@]}"; do ln -sf "${a#*:}" "$rootfs/${a%%:*}"; done
+install -D -m 0644 "$pkg/etc/mke2fs.conf" "$rootfs/etc/mke2fs.conf"   # ext4's defaults (else mke2fs warns, uses ext2's)
+install -D -m 0644 "$here/lvm.conf" "$rootfs/etc/lvm/lvm.conf"
 copy_file "lib/$TRIPLET/$(basename "$LOADER")"
 mkdir -p "$rootfs/$(dirname "$LOADER")"
 [ -e "$rootfs/$LOADER" ] || ln -sf "/lib/$TRIPLET/$(basename "$LOADER")" "$rootfs/$LOADER"

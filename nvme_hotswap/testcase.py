@@ -33,14 +33,17 @@ SETTLE_S = 3.0   # how long block nodes and fds may take to come back after a te
 class HotswapTest(SuiteTest):
     """Boots `controllers` NVMe controllers behind root ports; subclasses state the intent.
 
-    Class attributes a test may override: controllers, namespaces_per_controller, subsys (an
-    nvme-subsys per controller), shared_subsys (controllers sharing one), native_pcie_hotplug,
+    Class attributes a test may override: controllers, namespaces_per_controller, disk_mib (each
+    namespace's sparse backing file), discard (the drives pass discards to their files), subsys
+    (an nvme-subsys per controller), shared_subsys (controllers sharing one), native_pcie_hotplug,
     extra_kernel_args.
     """
 
     timeout = 600
     controllers = 3
     namespaces_per_controller = 1
+    disk_mib = 64
+    discard = False
     subsys = False
     shared_subsys: tuple[int, ...] = ()
     native_pcie_hotplug = True
@@ -85,7 +88,8 @@ class HotswapTest(SuiteTest):
         environment.record(self.cfg, self.caps, self.accel)
         (self.artifacts / "accelerator.txt").write_text(f"{self.accel}\n")
         topology = Topology.create(self.artifacts / "disks", controllers=self.controllers,
-                                   namespaces_per_controller=self.namespaces_per_controller, subsys=self.subsys,
+                                   namespaces_per_controller=self.namespaces_per_controller,
+                                   size_mib=self.disk_mib, subsys=self.subsys, discard=self.discard,
                                    shared_subsys=self.shared_subsys)
         (self.artifacts / "topology.json").write_text(
             json.dumps(topology.as_dict(self.native_pcie_hotplug), indent=2) + "\n")

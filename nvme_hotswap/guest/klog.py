@@ -33,6 +33,16 @@ RECOVERY_FAILED = r"pcieport {port}: AER: device recovery failed"
 # I/O to a namespace whose backing file was pulled (drive_del).
 IO_ERROR = r"(critical medium error|I/O error|I/O Error).*dev {disk}|{disk}.*(I/O|medium) error"
 
+# File systems and block stacks over a swapped disk (test_storage_stacks.py); 6.1 and 6.12 print the same.
+EXT4_JOURNAL_ABORTED = r"EXT4-fs error \(device {disk}\).*(Detected aborted journal|Journal has aborted)"
+EXT4_READ_ONLY = r"EXT4-fs \({disk}\): Remounting filesystem read-only"
+XFS_SHUTDOWN = r"XFS \({disk}\): .*([Ss]hutting down filesystem|has been shut down|Corruption of in-memory data)"
+# any complaint of a file system about the disk (a swap the file system rode out has none)
+FS_ERROR = (r"EXT4-fs error \(device {disk}\)|EXT4-fs \({disk}\): .*(error|read-only)|"
+            r"XFS \({disk}\): .*([Ee]rror|[Ss]hut|[Cc]orrupt)|Buffer I/O error on dev {disk}")
+MD_MEMBER_FAILED = r"md/raid1:{md}: Disk failure on {disk}, disabling device"
+MD_RECOVERY_DONE = r"md: {md}: recovery done"
+
 # Anything here after a test is a kernel bug report: the test fails with the excerpt.
 KERNEL_TROUBLE = re.compile(r"BUG:|WARNING:|Call Trace|Oops|Kernel panic|general protection fault")
 

@@ -60,7 +60,7 @@ class MonitorSteps:
         """drive_add `image` as the namespace's drive (None: the drive exists), then device_add
         nvme-ns on its controller; `props`: further nvme-ns properties (detached, shared, ...)."""
         if image is not None:
-            self.vm.drive_add(drive_option(ns.drive_id, image))
+            self.vm.drive_add(drive_option(ns.drive_id, image, self.topology.discard))
         self.vm.qmp("device_add", **namespace_props(ns.dev_id, ns.drive_id, self.ctrl(ns.controller).dev_id,
                                                     ns.nsid, **props))
 

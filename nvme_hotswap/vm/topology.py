@@ -10,7 +10,9 @@ transcripts read alike: rpN, nvmeN, nsN (first namespace) / nsN_M, drvN / drvN_M
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
+import os
 from pathlib import Path
 
 ROOT_PORT_SLOT_BASE = 0x10
@@ -87,10 +89,12 @@ class ControllerSpec:
 @dataclasses.dataclass(frozen=True)
 class Topology:
     controllers: tuple[ControllerSpec, ...]
+    discard: bool = False   # the drives pass the guest's discards to their files (discard=unmap)
 
     @classmethod
     def plan(cls, workdir: Path, controllers: int = 3, namespaces_per_controller: int = 1,
-             size_mib: int = 64, subsys: bool = False, shared_subsys: tuple[int, ...] = ()) -> Topology:
+             size_mib: int = 64, subsys: bool = False, shared_subsys: tuple[int, ...] = (),
+             discard: bool = False) -> Topology:
         """Lay out the devices (ids, addresses, backing file paths) without creating anything.
 
         `subsys`: each controller in an nvme-subsys of its own. `shared_subsys`: these controllers
@@ -105,13 +109,14 @@ class Topology:
                 namespaces=tuple(NamespaceSpec(controller=c, index=n, nsid=n + 1,
                                                image=workdir / f"disk-nvme{c}n{n + 1}.img", size_bytes=size_mib << 20)
                                  for n in range(own))))
-        return cls(tuple(ctrls))
+        return cls(tuple(ctrls), discard)
 
     @classmethod
     def create(cls, workdir: Path, controllers: int = 3, namespaces_per_controller: int = 1,
-               size_mib: int = 64, subsys: bool = False, shared_subsys: tuple[int, ...] = ()) -> Topology:
+               size_mib: int = 64, subsys: bool = False, shared_subsys: tuple[int, ...] = (),
+               discard: bool = False) -> Topology:
         """Lay out the devices and create their labelled, sparse backing files in `workdir`."""
-        topo = cls.plan(workdir, controllers, namespaces_per_controller, size_mib, subsys, shared_subsys)
+        topo = cls.plan(workdir, controllers, namespaces_per_controller, size_mib, subsys, shared_subsys, discard)
         workdir.mkdir(parents=True, exist_ok=True)
         for c in topo.controllers:
             for ns in c.namespaces:
@@ -142,14 +147,15 @@ class Topology:
             ctrl = f"nvme,id={c.dev_id},serial={c.serial},bus={c.port_id}"
             args += ["-device", ctrl + (f",subsys={c.subsys_id}" if c.subsys else "")]
             for ns in c.namespaces:
-                args += ["-drive", drive_option(ns.drive_id, ns.image)]
+                args += ["-drive", drive_option(ns.drive_id, ns.image, self.discard)]
                 args += ["-device", namespace_device(ns.dev_id, ns.drive_id, c.dev_id, ns.nsid)]
         return args
 
 
-def drive_option(drive_id: str, image: Path) -> str:
-    """A -drive / drive_add value for a raw, non-removable backing file (no format probing)."""
-    return f"if=none,id={drive_id},file={image},format=raw"
+def drive_option(drive_id: str, image: Path, discard: bool = False) -> str:
+    """A -drive / drive_add value for a raw, non-removable backing file (no format probing);
+    `discard`: the guest's discards reach the file (QEMU ignores them by default)."""
+    return f"if=none,id={drive_id},file={image},format=raw" + (",discard=unmap" if discard else "")
 
 
 def namespace_props(dev_id: str, drive_id: str, bus: str, nsid: int, **extra: object) -> dict[str, object]:
@@ -180,3 +186,16 @@ def image_sha256(path: Path, offset_blocks: int, blocks: int, block: int = 4096)
     with open(path, "rb") as f:
         f.seek(offset_blocks * block)
         return hashlib.sha256(f.read(blocks * block)).hexdigest()
+
+
+def is_hole(path: Path, offset_blocks: int, blocks: int, block: int = 4096) -> bool:
+    """Whether a range of a backing file holds no data on the host (SEEK_DATA finds none in it):
+    a discard that reached the file deallocated it."""
+    start, end = offset_blocks * block, (offset_blocks + blocks) * block
+    with open(path, "rb") as f:
+        try:
+            return os.lseek(f.fileno(), start, os.SEEK_DATA) >= end
+        except OSError as exc:   # ENXIO: no data from `start` to the end of the file
+            if exc.errno == errno.ENXIO:
+                return True
+            raise
