@@ -1,9 +1,11 @@
 """The cover letter's sequence: drive_del, drive_insert, pcie_aer_inject_error SDN; names stay."""
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from nvme_hotswap.testcase import HotswapTest
+from nvme_hotswap.vm.machine import MonitorError
 from nvme_hotswap.vm.topology import create_image, drive_option, image_sha256, label_of
 
 PATTERN_AT, PATTERN_BLOCKS = 256, 16      # 4 KiB blocks: 1 MiB into the disk, 64 KiB long
@@ -69,6 +71,34 @@ class DriveReconnect(HotswapTest):
         new = self.guest.write_random(self.rig.disk(2), PATTERN_AT, 4)
         self.assertEqual(image_sha256(fresh, PATTERN_AT, 4), new, "a write after recovery did not reach the new file")
 
+    def test_replacement_of_another_size(self) -> None:
+        """A smaller replacement file: drive_insert refuses it and the guest keeps seeing the drive
+        as pulled (then the right size goes in), or takes it and the guest sees the new size after
+        the reset. Never the old size over a smaller file: the guest's file systems would write
+        past its end.
+
+        :avocado: tags=needs:drive_insert
+        """
+        disk, ns = self.rig.disk(2), self.rig.ctrl(2).namespaces[0]
+        size = int(self.guest.check(f"blockdev --getsize64 /dev/{disk}"))
+        smaller = self.rig.new_disk("smaller", (size >> 20) // 2)
+        mark = self.rig.pull(2)
+        try:
+            self.rig.reinsert(2, smaller)
+        except MonitorError as refused:
+            self.observe(f"a replacement of half the size is refused: {refused}")
+            self.assertEqual(self.rig.drive_state(2), ("", None, None), "the refused replacement left a medium")
+            self.assert_io_fails(disk)
+            self.rig.reinsert(2, ns.image)
+            expected = size
+        else:
+            expected = smaller.stat().st_size
+        self.rig.inject_aer(2)
+        self.assert_aer_recovery(mark, 2)
+        seen = int(self.guest.check(f"blockdev --getsize64 /dev/{disk}"))
+        self.observe(f"the guest's {disk} after the swap: {seen} bytes (was {size})")
+        self.assertEqual(seen, expected, f"the guest's size of {disk} after the swap is not the size of its file")
+
     def test_second_swap_and_monitor_state(self) -> None:
         """Two swaps of the same drive: while pulled the monitor shows an empty, anonymous drive;
         after each reinsertion the drive as booted (its id, the file, writable), so the second
@@ -94,13 +124,15 @@ class DriveReconnect(HotswapTest):
         self.assertEqual(self.guest.read_head(self.rig.disk(2), len(label_of("second"))), label_of("second"))
 
     def qcow2_of(self, name: str) -> Path:
-        """A qcow2 image whose guest-visible contents start with label_of(name)."""
+        """A qcow2 image whose guest-visible contents start with label_of(name); its file is as
+        long as its virtual size (a reconnection keeps the drive's size, read as qcow2 or raw)."""
         qemu_img = shutil.which("qemu-img")
         if qemu_img is None:
             self.cancel("needs qemu-img on the host (Debian's qemu-utils: scripts/install-host-deps.sh)")
         raw = self.rig.new_disk(name)
         qcow2 = raw.with_suffix(".qcow2")
         subprocess.run([str(qemu_img), "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)], check=True)
+        os.truncate(qcow2, raw.stat().st_size)   # zeroes after the last cluster: still the same qcow2
         return qcow2
 
     def test_format_argument(self) -> None:

@@ -95,6 +95,37 @@ class ReconnectContract(DeviceTest):
             self.assertEqual(f.read(LBA), b"W" * LBA, "a Write after the reconnection did not reach the new file")
         self.assertEqual(old.read_bytes()[LBA:2 * LBA], bytes(LBA), "a Write after the swap reached the old file")
 
+    def test_replacement_of_another_size(self) -> None:
+        """A file of another size (smaller, then larger) for a pulled namespace: refused without any
+        change, or taken, the host then seeing the new size after the Controller Reset (Identify
+        Namespace NSZE) and reading the new file. Never a namespace that reports the old size over a
+        file of another: a smaller file would fail the host's I/O at LBAs its file system owns."""
+        old = self.image("old", b"OLD-FILE", 8)
+        m = self.machine(["-drive", f"if=none,id=drv1,file={old},format=raw",
+                          "-device", f"nvme,id=nvme0,serial=reconnect0,addr={SLOT:02x}.0",
+                          "-device", "nvme-ns,id=ns1,drive=drv1,bus=nvme0,nsid=1"])
+        c = self.host(m.controller(SLOT, "nvme0"))
+        self.assertEqual(c.identify_namespace(1).nsze, (8 << 20) // LBA)
+        m.vm.drive_del("drv1")
+        for name, mib in (("smaller", 4), ("larger", 16)):
+            image = self.image(name, name.upper().encode(), mib)
+            entry, nodes = self.block_entry(m, "ns1"), m.vm.resources().nodes
+            try:
+                self.reconnect(m, "ns1", image)
+            except MonitorError as refused:
+                self.observe(f"a {mib} MiB replacement for an 8 MiB drive is refused: {refused}")
+                self.assertEqual((self.block_entry(m, "ns1"), m.vm.resources().nodes), (entry, nodes),
+                                 f"the refused {name} replacement changed the device or the block graph")
+                continue
+            c.disable()
+            self.host(c)
+            self.assertEqual(c.identify_namespace(1).nsze, (mib << 20) // LBA,
+                             f"a {mib} MiB replacement was taken, but after the Controller Reset Identify "
+                             "Namespace reports another size (NSZE, in 512-byte blocks)")
+            self.assertEqual(c.read(1, 0, 1, LBA)[:len(name)], name.upper().encode())
+            self.observe(f"a {mib} MiB replacement for an 8 MiB drive is taken; NSZE follows it")
+            m.vm.drive_del(self.block_entry(m, "ns1")["device"] or "drv1")
+
     # --- refusals change nothing -------------------------------------------------------------------
     def test_refused_reconnection_changes_nothing(self) -> None:
         """A file that another device holds for writing cannot be reconnected (QEMU's image locking:
