@@ -41,7 +41,7 @@ XFS_SHUTDOWN = r"XFS \({disk}\): .*([Ss]hutting down filesystem|has been shut do
 FS_ERROR = (r"EXT4-fs error \(device {disk}\)|EXT4-fs \({disk}\): .*(error|read-only)|"
             r"XFS \({disk}\): .*([Ee]rror|[Ss]hut|[Cc]orrupt)|Buffer I/O error on dev {disk}")
 MD_MEMBER_FAILED = r"md/raid1:{md}: Disk failure on {disk}, disabling device"
-MD_RECOVERY_DONE = r"md: {md}: recovery done"
+MD_RECOVERY_DONE = r"md: {md}: recovery? done"   # 7.2 (unstable) says "recover done"
 
 # Anything here after a test is a kernel bug report: the test fails with the excerpt.
 KERNEL_TROUBLE = re.compile(r"BUG:|WARNING:|Call Trace|Oops|Kernel panic|general protection fault")

@@ -154,8 +154,9 @@ class Topology:
 
 def drive_option(drive_id: str, image: Path, discard: bool = False) -> str:
     """A -drive / drive_add value for a raw, non-removable backing file (no format probing);
-    `discard`: the guest's discards reach the file (QEMU ignores them by default)."""
-    return f"if=none,id={drive_id},file={image},format=raw" + (",discard=unmap" if discard else "")
+    `discard`: thin provisioning, the guest's discards and zero writes deallocate the file's range
+    (discard=unmap, detect-zeroes=unmap; QEMU ignores discards by default)."""
+    return f"if=none,id={drive_id},file={image},format=raw" + (",discard=unmap,detect-zeroes=unmap" if discard else "")
 
 
 def namespace_props(dev_id: str, drive_id: str, bus: str, nsid: int, **extra: object) -> dict[str, object]:
@@ -186,6 +187,13 @@ def image_sha256(path: Path, offset_blocks: int, blocks: int, block: int = 4096)
     with open(path, "rb") as f:
         f.seek(offset_blocks * block)
         return hashlib.sha256(f.read(blocks * block)).hexdigest()
+
+
+def allocated_bytes(path: Path) -> int:
+    """The space a backing file takes on the host (st_blocks): a range deallocated by a discard
+    or a zero write with unmap frees it; one zeroed in place (unwritten extents, which SEEK_DATA
+    also skips) does not."""
+    return os.stat(path).st_blocks * 512
 
 
 def is_hole(path: Path, offset_blocks: int, blocks: int, block: int = 4096) -> bool:

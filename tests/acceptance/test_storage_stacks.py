@@ -13,7 +13,7 @@ from pathlib import Path
 from nvme_hotswap.guest import klog, storage
 from nvme_hotswap.guest.storage import FileWriter
 from nvme_hotswap.testcase import HotswapTest
-from nvme_hotswap.vm.topology import is_hole
+from nvme_hotswap.vm.topology import allocated_bytes, is_hole
 from nvme_hotswap.wait import wait_until
 
 MNT = "/mnt/swap"
@@ -131,7 +131,7 @@ class Raid1Member(StorageTest):
     """md RAID1 (metadata 1.2, internal write-intent bitmap) over nvme1n1 and nvme2n1.
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,storage,md,needs:drive_insert
+    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,storage,md
     """
 
     MD = "md0"
@@ -174,7 +174,10 @@ class Raid1Member(StorageTest):
     def test_member_readded(self) -> None:
         """The same file comes back: the member returns under its name, `mdadm --re-add` takes it,
         only the chunks the bitmap marked dirty while it was out are resynced, the array ends clean
-        with identical members and all data."""
+        with identical members and all data.
+
+        :avocado: tags=needs:drive_insert
+        """
         a, b = self.rig.disk(1), self.rig.disk(2)
         first = self.create_array()
         mark, second = self.pull_and_write()
@@ -197,9 +200,37 @@ class Raid1Member(StorageTest):
         self.observe(f"md re-add after the swap: {dirty} of {chunks} bitmap chunks dirty, resynced, clean, "
                      "mismatch_cnt 0")
 
+    def test_member_namespace_swap(self) -> None:
+        """The namespace-level swap (device_del and device_add of nvme-ns, the same file) of a
+        member md let go first (`--fail`, `--remove`: md holds a disk it uses, and a namespace that
+        leaves while held keeps its name taken): the namespace comes back under the same name,
+        `--re-add` resyncs only the chunks written meanwhile, and the array ends clean.
+
+        :avocado: tags=needs:nvme_ns_hotplug
+        """
+        a, b = self.rig.disk(1), self.rig.disk(2)
+        first = self.create_array()
+        self.guest.check(f"mdadm /dev/{self.MD} --fail /dev/{b} --remove /dev/{b}")
+        second = self.guest.write_random(self.MD, 16384, 256)
+        self.rig.namespace_swap(2, self.rig.ctrl(2).namespaces[0].image)
+        self.assertEqual(self.guest.namespace(self.rig.ctrl_name(2), 1).block, b,
+                         "the namespace came back under another name")
+        chunks, dirty = storage.bitmap(self.guest, a)
+        self.assertTrue(0 < dirty < chunks, f"the bitmap marks {dirty} of {chunks} chunks dirty")
+        self.guest.check(f"mdadm /dev/{self.MD} --re-add /dev/{b}")
+        array = self.wait_clean()
+        self.assertEqual((array.members, array.status), ({a: "", b: ""}, "[UU]"), f"after --re-add: {array}")
+        self.assert_mirrors_identical()
+        self.assertEqual((self.guest.read_sha256(self.MD, 0, 4096), self.guest.read_sha256(self.MD, 16384, 256)),
+                         (first, second), "the array's data after the resync")
+        self.observe(f"md re-add after the namespace-level swap: {dirty} of {chunks} chunks dirty, clean")
+
     def test_replacement_disk_added(self) -> None:
         """An empty replacement file: `--re-add` is refused (no md superblock on it), `--add`
-        takes it, a full recovery runs, the array ends clean with identical members."""
+        takes it, a full recovery runs, the array ends clean with identical members.
+
+        :avocado: tags=needs:drive_insert
+        """
         a, b = self.rig.disk(1), self.rig.disk(2)
         first = self.create_array()
         mark, second = self.pull_and_write()
@@ -250,7 +281,8 @@ class LvmVolume(StorageTest):
 
 
 class DiscardReachesTheFile(StorageTest):
-    """Drives with discard=unmap: a discard in the guest deallocates the range of the backing file.
+    """Thin-provisioned drives (discard=unmap, detect-zeroes=unmap): a discard, or zeroes written,
+    in the guest deallocate the range of the backing file.
 
     :avocado: enable
     :avocado: tags=arch:x86_64,machine:q35,nvme,aer,storage,discard,needs:drive_insert,needs:nvme_ns_hotplug
@@ -261,7 +293,8 @@ class DiscardReachesTheFile(StorageTest):
 
     def assert_discard_reaches(self, disk: str, image: Path, where: str) -> None:
         """Data written there is in the file; after blkdiscard the guest reads zeroes (what the
-        namespace reports for deallocated blocks) and the file has a hole there."""
+        namespace reports for deallocated blocks) and the file has a hole there; data written
+        again, then zeroes over it: a hole again."""
         self.guest.write_random(disk, self.AT, self.BLOCKS)
         self.assertFalse(is_hole(image, self.AT, self.BLOCKS), f"{where}: the data written is not in {image.name}")
         self.guest.check(f"blkdiscard -o {self.AT * 4096} -l {self.BLOCKS * 4096} /dev/{disk}")
@@ -270,6 +303,15 @@ class DiscardReachesTheFile(StorageTest):
                          f"{where}: the discarded range of {disk} does not read as zeroes")
         self.assertTrue(is_hole(image, self.AT, self.BLOCKS),
                         f"{where}: blkdiscard of {disk} did not reach {image.name}: the range is still allocated")
+        self.guest.write_random(disk, self.AT, self.BLOCKS)
+        written = allocated_bytes(image)
+        self.guest.check(f"dd if=/dev/zero of=/dev/{disk} bs=4096 seek={self.AT} count={self.BLOCKS} "
+                         "oflag=direct conv=fsync 2>/dev/null")
+        freed = written - allocated_bytes(image)
+        self.assertGreaterEqual(freed, self.BLOCKS * 4096,
+                                f"{where}: zeroes written over {self.BLOCKS * 4} KiB of {disk} freed {freed} bytes of "
+                                f"{image.name} (detect-zeroes=unmap deallocates them): the drive lost its thin "
+                                "provisioning")
 
     def test_discard_after_hotplug_and_reconnect(self) -> None:
         """On a namespace plugged at run time, and on nvme2's disk after the cover letter's swap."""
