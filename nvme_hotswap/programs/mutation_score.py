@@ -377,10 +377,23 @@ def pytest_stage(selection: str, env: dict[str, str], folder: Path, parallel: bo
                         *(["-n", str(jobs)] if jobs > 1 else []), "-m", selection],
                        {**env, "RESULTS_DIR": str(folder)}, folder / "pytest.log", bound=TEST_BOUND_S)
     junit_xml = folder / "latest" / "junit.xml"
-    if rc == -1 or not junit_xml.is_file():
-        return "timeout", f"the tests did not finish within {TEST_BOUND_S:g} s (exit {rc})"
+    if rc == -1:
+        return "timeout", f"the tests did not finish within {TEST_BOUND_S:g} s"
+    if not junit_xml.is_file():
+        return no_results_verdict(rc, (folder / "pytest.log").read_text(errors="replace"))
     bad = [c for c in junit.read(junit_xml) if c.outcome in ("failed", "error")]
     return ("killed", f"{bad[0].short_name}: {bad[0].message[:140]}") if bad else None
+
+
+def no_results_verdict(rc: int, log: str) -> tuple[str, str]:
+    """A pytest run that ended by itself without results: the preflight refusing the mutant's QEMU
+    (it crashes at `-version`, say) is a kill, since no test can use it; anything else is reported
+    like a timeout (not a verdict), with pytest's last line."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    refused = next((ln for ln in lines if "preflight:" in ln and "QEMU" in ln), None)
+    if refused:
+        return "killed", refused[refused.index("preflight:"):][:200]
+    return "timeout", f"pytest exit {rc} without results: {lines[-1][:160] if lines else 'no output'}"
 
 
 def table(mutants: list[Mutant], generated: dict[str, int] | None = None) -> str:

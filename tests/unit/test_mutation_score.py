@@ -204,3 +204,16 @@ class CheckMutantsLayers(unittest.TestCase):
             self.assertEqual(mutation.series_qtests(str(binary)), [])
             (Path(tmp) / "tests" / "qtest" / "test-hmp").write_text("")
             self.assertEqual(mutation.series_qtests(str(binary)), ["test-hmp"])
+
+
+class NoResults(unittest.TestCase):
+    def test_a_qemu_the_preflight_refuses_is_killed(self) -> None:
+        log = ("Exit: preflight: QEMU=/x/qemu-system-x86_64 is not QEMU: `-version` was killed by SIGSEGV and "
+               "printed nothing; point QEMU at a qemu-system-x86_64\n")
+        verdict, by = ms.no_results_verdict(2, log)
+        self.assertEqual(verdict, "killed")
+        self.assertTrue(by.startswith("preflight: QEMU="))
+
+    def test_anything_else_is_not_a_verdict(self) -> None:
+        self.assertEqual(ms.no_results_verdict(4, "ERROR: file or directory not found: tests/x\n"),
+                         ("timeout", "pytest exit 4 without results: ERROR: file or directory not found: tests/x"))
