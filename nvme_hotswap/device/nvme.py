@@ -24,6 +24,7 @@ LOG = logging.getLogger("nvme_hotswap.device.nvme")
 REG_CAP, REG_VS, REG_CC, REG_CSTS, REG_AQA, REG_ASQ, REG_ACQ = 0x00, 0x08, 0x14, 0x1C, 0x24, 0x28, 0x30
 CC_EN = 1
 CC_IOSQES_64, CC_IOCQES_16 = 6 << 16, 4 << 20
+CSS_NVM, CSS_ALL = 0b000, 0b110   # CC.CSS (bits 6:4): the NVM command set only; all supported I/O command sets
 CSTS_RDY, CSTS_CFS = 1, 2
 PAGE = 4096
 
@@ -125,16 +126,17 @@ class NvmeController:
         return 0x1000 + (2 * qid + int(completion)) * self.stride
 
     # --- enable / disable --------------------------------------------------------------------
-    def enable(self, queue_size: int = 64) -> None:
-        """Set up the admin queues and set CC.EN with CC.CSS 000b (NVM command set) and 4 KiB pages;
-        wait for CSTS.RDY (Base, "Initialization": bounded by CAP.TO, in 500 ms units)."""
+    def enable(self, queue_size: int = 64, css: int = CSS_NVM) -> None:
+        """Set up the admin queues and set CC.EN with CC.CSS `css` (000b: the NVM command set; 110b:
+        all the I/O command sets CAP.CSS allows) and 4 KiB pages; wait for CSTS.RDY (Base,
+        "Initialization": bounded by CAP.TO, in 500 ms units)."""
         size = min(queue_size, self.mqes)
         sq, cq = self.ram.alloc(size * 64), self.ram.alloc(size * 16)
         self.admin = QueuePair(0, size, sq, cq)
         self.writel(REG_AQA, (size - 1) << 16 | (size - 1))
         self.writeq(REG_ASQ, sq)
         self.writeq(REG_ACQ, cq)
-        self.writel(REG_CC, CC_EN | CC_IOSQES_64 | CC_IOCQES_16)
+        self.writel(REG_CC, CC_EN | css << 4 | CC_IOSQES_64 | CC_IOCQES_16)
         self._wait_ready(True)
 
     def disable(self) -> None:

@@ -19,7 +19,7 @@ from ..basetest import SuiteTest
 from ..vm.machine import QemuExited, describe_status
 from ..vm.topology import create_image
 from .machine import QtestMachine
-from .nvme import NvmeController
+from .nvme import CSS_NVM, NvmeController
 
 
 class DeviceTest(SuiteTest):
@@ -84,10 +84,11 @@ class DeviceTest(SuiteTest):
         return path
 
     @staticmethod
-    def host(ctrl: NvmeController, io_queues: bool = True, aec: int | None = None, aers: int = 1) -> NvmeController:
-        """Bring `ctrl` up as a host driver would: enable, Identify Controller, optionally set the
-        Asynchronous Event Configuration, create an I/O queue pair, leave `aers` AERs outstanding."""
-        ctrl.enable()
+    def host(ctrl: NvmeController, io_queues: bool = True, aec: int | None = None, aers: int = 1,
+             css: int = CSS_NVM) -> NvmeController:
+        """Bring `ctrl` up as a host driver would: enable (CC.CSS `css`), Identify Controller, optionally
+        set the Asynchronous Event Configuration, create an I/O queue pair, leave `aers` AERs outstanding."""
+        ctrl.enable(css=css)
         ctrl.identify_controller()
         if aec is not None:
             ctrl.set_async_event_config(aec)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nvme_hotswap.device import nvme_data as d
 from nvme_hotswap.device.machine import QtestMachine
-from nvme_hotswap.device.nvme import NvmeController
+from nvme_hotswap.device.nvme import CSS_ALL, NvmeController
 from nvme_hotswap.device.testcase import DeviceTest
 from nvme_hotswap.known_defects import known_defect
 
@@ -324,3 +324,20 @@ class NvmeContract(DeviceTest):
                          "are active, but the zoned NSID 2 plugged at run time is")
         self.assert_no_event(c, "a zoned namespace was plugged on a controller the host enabled for NVM only")
         self.assertEqual(c.changed_namespaces(), [], "the Changed Namespace List names a namespace the host cannot use")
+
+    # --- j: the command sets of each controller of a subsystem ----------------------------------------
+    def test_zoned_shared_namespace_reaches_the_controller_that_enabled_it(self) -> None:
+        """nvmeA enabled for the NVM command set only (CC.CSS 000b), nvmeB for all I/O command sets
+        (110b): a shared zoned namespace plugged at run time is active and announced on nvmeB, though
+        nvmeA comes first in the subsystem, and stays inactive and unannounced on nvmeA (a generated
+        mutant stopped at the first controller that could not take it)."""
+        m, a, b = self.two_controllers()
+        self.host(a, aec=d.AEC_NS_ATTR_NOTICES, aers=2)
+        self.host(b, aec=d.AEC_NS_ATTR_NOTICES, aers=2, css=CSS_ALL)
+        self.plug(m, "nvmeA", 2, size_mib=128, zoned=True, shared=True)
+        self.assert_one_ns_event(b, "a shared zoned namespace plugged while nvmeB has all command sets enabled")
+        self.assertEqual(b.active_nsids(), [2], "Base 'I/O Command Set selection': with CC.CSS 110b the zoned "
+                                                "namespace is active on nvmeB")
+        self.assert_changed(b, [2], "after plugging the zoned NSID 2")
+        self.assertEqual(a.active_nsids(), [], "the zoned namespace is active on nvmeA, enabled for NVM only")
+        self.assert_no_event(a, "a zoned namespace was announced to nvmeA, enabled for NVM only")
