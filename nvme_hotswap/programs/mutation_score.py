@@ -3,7 +3,8 @@
 The hand-written mutants (make check-mutants) are the breakages we thought of; these are the ones
 nobody chose. Steps:
 
-1. Lines: every `+` line of a .c file in patches/000N-*.patch, as line numbers of the patched tree.
+1. Lines: every `+` line of a .c file in patches/000N-*.patch, as line numbers of the tree with the
+   whole series applied (series_added_lines: later patches move them).
 2. Mutants: universalmutator (`mutate FILE c --lines LINES --noCheck`): negated conditions, removed
    calls, swapped arguments, off-by-one, ... one change per mutant. --noCheck because universalmutator
    compiles nothing itself for C (it would call every mutant valid); the build below is the check.
@@ -108,6 +109,61 @@ def added_lines(patch: Path) -> dict[str, list[int]]:
             line += 1
         elif path and not text.startswith("-"):
             line += 1
+    return out
+
+
+HUNK = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+
+
+def map_line(patch: Path, path: str, line: int) -> int | None:
+    """Where line `line` of `path` is once `patch` is applied (None: the patch removes it)."""
+    offset, current, inside = 0, None, False
+    hunks: list[tuple[int, int, int, list[str]]] = []
+    for text in patch.read_text().splitlines():
+        if text.startswith("+++ "):
+            current, inside = text[4:].removeprefix("b/"), False
+        elif text.startswith("@@") and current == path:
+            m = HUNK.match(text)
+            if m:
+                hunks.append((int(m.group(1)), int(m.group(2) or 1), int(m.group(3)), []))
+                inside = True
+        elif inside and current == path and text[:1] in (" ", "-", "+", ""):
+            hunks[-1][3].append(text)
+        elif text.startswith("diff "):
+            inside = False
+    for old_start, old_len, new_start, body in hunks:
+        if line < old_start or (old_len == 0 and line <= old_start):
+            return line + offset
+        if line < old_start + old_len:
+            old, new = old_start, new_start
+            for text in body:
+                kind = text[:1] or " "
+                if kind == " ":
+                    if old == line:
+                        return new
+                    old, new = old + 1, new + 1
+                elif kind == "-":
+                    if old == line:
+                        return None
+                    old += 1
+                else:
+                    new += 1
+            return None
+        offset = (new_start + sum(1 for t in body if t[:1] != "-")) - (old_start + old_len)
+    return line + offset
+
+
+def series_added_lines(patches: list[Path]) -> dict[str, dict[str, list[int]]]:
+    """Patch number -> path -> the lines it adds, numbered in the tree with the whole series
+    applied (where its mutants are built): a later patch that adds or removes lines above them in
+    the same file moves them (0007 moves 0001's lines of hw/nvme/ctrl.c by 4)."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for i, patch in enumerate(patches):
+        lines = added_lines(patch)
+        for later in patches[i + 1:]:
+            lines = {path: [m for n in ns if (m := map_line(later, path, n)) is not None]
+                     for path, ns in lines.items()}
+        out[patch.name[:4]] = lines
     return out
 
 
@@ -447,11 +503,12 @@ def main() -> int:
     per_patch: list[list[Mutant]] = []
     counts: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="nvme-hotswap-mutants-") as tmp:
+        in_series = series_added_lines(sorted(ROOT.glob("patches/0*.patch")))
         for patch in sorted(ROOT.glob("patches/0*.patch")):
             number = patch.name[:4]
             if number not in wanted or number not in PATCH_TESTS:
                 continue
-            generated = [m for path, lines in added_lines(patch).items()
+            generated = [m for path, lines in in_series[number].items()
                          for m in generate(number, work / "src", path, lines, Path(tmp) / number)]
             counts[number] = len(generated)
             rng.shuffle(generated)

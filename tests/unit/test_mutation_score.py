@@ -104,8 +104,8 @@ class HandWrittenMutants(unittest.TestCase):
         """A mutant of QEMU's own code would test QEMU, not the series (seen: one aimed at
         x-blockdev-reconnect's check changed blockdev-del's identical line)."""
         added: dict[str, set[int]] = {}
-        for patch in sorted((ROOT / "patches").glob("0*.patch")):
-            for path, lines in ms.added_lines(patch).items():
+        for per_path in ms.series_added_lines(sorted((ROOT / "patches").glob("0*.patch"))).values():
+            for path, lines in per_path.items():
                 added.setdefault(path, set()).update(lines)
         for diff in sorted((ROOT / "patches" / "mutants").glob("*.diff")):
             path, line, outside = "", 0, []
@@ -217,3 +217,38 @@ class NoResults(unittest.TestCase):
     def test_anything_else_is_not_a_verdict(self) -> None:
         self.assertEqual(ms.no_results_verdict(4, "ERROR: file or directory not found: tests/x\n"),
                          ("timeout", "pytest exit 4 without results: ERROR: file or directory not found: tests/x"))
+
+
+class SeriesLines(unittest.TestCase):
+    """A patch's added lines, numbered in the tree with the whole series (where mutants are built)."""
+
+    LATER = """--- a/f.c
++++ b/f.c
+@@ -3,2 +3,4 @@ ctx
+ three
++new1
++new2
+ four
+@@ -10,3 +12,2 @@ ctx
+ ten
+-eleven
+ twelve
+"""
+
+    def test_lines_move_with_later_hunks(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            later = Path(tmp) / "0002.patch"
+            later.write_text(self.LATER)
+            self.assertEqual([ms.map_line(later, "f.c", n) for n in (1, 3, 4, 5, 9, 10, 11, 12, 20)],
+                             [1, 3, 6, 7, 11, 12, None, 13, 21])
+            self.assertEqual(ms.map_line(later, "other.c", 5), 5)
+
+    def test_the_series_own_patches(self) -> None:
+        """0001's lines of hw/nvme/ctrl.c, mapped through the later patches: in order, none lost
+        but those a later patch rewrites, and those below a later patch's additions moved down."""
+        patches = sorted((ROOT / "patches").glob("0*.patch"))
+        own = ms.added_lines(patches[0])["hw/nvme/ctrl.c"]
+        mapped = ms.series_added_lines(patches)["0001"]["hw/nvme/ctrl.c"]
+        self.assertEqual(mapped, sorted(set(mapped)))
+        self.assertLessEqual(len(mapped), len(own))
+        self.assertGreaterEqual(mapped[-1], own[-1])
