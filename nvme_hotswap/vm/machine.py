@@ -96,6 +96,7 @@ class QemuMachine:
         self._stop_allowed: str | None = None  # why the test provokes stops itself (allow_stop)
         # What this QEMU was told to plug at run time and not yet to unplug: key -> the undo, in order.
         self._plugged: dict[str, tuple[str, Callable[[], object]]] = {}
+        self._reconnects = 0   # QMP reconnections so far: each blockdev-add gets a node name of its own
 
     # --- lifecycle -------------------------------------------------------------------------
     def launch(self, timeout: float = 30.0) -> None:
@@ -415,14 +416,16 @@ class QemuMachine:
         """The QMP command under drive_insert: attach block node `node_name` to the device's empty backend."""
         self.qmp("x-blockdev-reconnect", id=qom_path, **{"node-name": node_name})
 
-    def reconnect(self, device: str, image: Path | str, via_hmp: bool, node: str = "reconnected") -> None:
+    def reconnect(self, device: str, image: Path | str, via_hmp: bool) -> None:
         """Reconnect raw `image` to `device`'s empty backend through the interface the series offers:
-        the cover letter's drive_insert (`via_hmp`), else its QMP form (blockdev-add as `node`, then
-        x-blockdev-reconnect; a refused reconnect deletes that node again). Either way a refusal
-        raises MonitorError and, if the series is right, leaves QEMU as it was."""
+        the cover letter's drive_insert (`via_hmp`), else its QMP form (blockdev-add as a node named
+        for this call, then x-blockdev-reconnect; a refused reconnect deletes that node again).
+        Either way a refusal raises MonitorError and, if the series is right, leaves QEMU as it was."""
         if via_hmp:
             self.drive_insert(device, image)
             return
+        self._reconnects += 1
+        node = f"reconnected{self._reconnects}"
         self.qmp("blockdev-add", driver="raw", **{"node-name": node}, file={"driver": "file", "filename": str(image)})
         try:
             self.blockdev_reconnect(device, node)

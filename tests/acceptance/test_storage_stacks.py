@@ -171,6 +171,16 @@ class Raid1Member(StorageTest):
         self.assertEqual(self.guest.check(f"cat /sys/block/{self.MD}/md/mismatch_cnt").strip(), "0",
                          "the two members differ after the resync (md check: mismatch_cnt)")
 
+    def assert_clean_with_data(self, first: str, second: str, after: str) -> None:
+        """Both members in sync ([UU]), md's check finds them identical, and the array holds the data
+        written before (`first`) and while degraded (`second`)."""
+        a, b = self.rig.disk(1), self.rig.disk(2)
+        array = self.wait_clean()
+        self.assertEqual((array.members, array.status), ({a: "", b: ""}, "[UU]"), f"after {after}: {array}")
+        self.assert_mirrors_identical()
+        self.assertEqual((self.guest.read_sha256(self.MD, 0, 4096), self.guest.read_sha256(self.MD, 16384, 256)),
+                         (first, second), f"the array's data after {after}")
+
     def test_member_readded(self) -> None:
         """The same file comes back: the member returns under its name, `mdadm --re-add` takes it,
         only the chunks the bitmap marked dirty while it was out are resynced, the array ends clean
@@ -190,13 +200,9 @@ class Raid1Member(StorageTest):
                                             "written while the member was out")
         self.guest.check(f"mdadm /dev/{self.MD} --remove /dev/{b}")
         self.guest.check(f"mdadm /dev/{self.MD} --re-add /dev/{b}")
-        array = self.wait_clean()
-        self.assertEqual((array.members, array.status), ({a: "", b: ""}, "[UU]"), f"after --re-add: {array}")
+        self.assert_clean_with_data(first, second, "--re-add")
         self.assertTrue(klog.find(self.guest.klog_since(mark), klog.MD_RECOVERY_DONE, md=self.MD),
                         "md logged no finished recovery after --re-add")
-        self.assert_mirrors_identical()
-        self.assertEqual((self.guest.read_sha256(self.MD, 0, 4096), self.guest.read_sha256(self.MD, 16384, 256)),
-                         (first, second), "the array's data after the resync")
         self.observe(f"md re-add after the swap: {dirty} of {chunks} bitmap chunks dirty, resynced, clean, "
                      "mismatch_cnt 0")
 
@@ -218,11 +224,7 @@ class Raid1Member(StorageTest):
         chunks, dirty = storage.bitmap(self.guest, a)
         self.assertTrue(0 < dirty < chunks, f"the bitmap marks {dirty} of {chunks} chunks dirty")
         self.guest.check(f"mdadm /dev/{self.MD} --re-add /dev/{b}")
-        array = self.wait_clean()
-        self.assertEqual((array.members, array.status), ({a: "", b: ""}, "[UU]"), f"after --re-add: {array}")
-        self.assert_mirrors_identical()
-        self.assertEqual((self.guest.read_sha256(self.MD, 0, 4096), self.guest.read_sha256(self.MD, 16384, 256)),
-                         (first, second), "the array's data after the resync")
+        self.assert_clean_with_data(first, second, "--re-add after the namespace-level swap")
         self.observe(f"md re-add after the namespace-level swap: {dirty} of {chunks} chunks dirty, clean")
 
     def test_replacement_disk_added(self) -> None:
@@ -231,7 +233,7 @@ class Raid1Member(StorageTest):
 
         :avocado: tags=needs:drive_insert
         """
-        a, b = self.rig.disk(1), self.rig.disk(2)
+        b = self.rig.disk(2)
         first = self.create_array()
         mark, second = self.pull_and_write()
         fresh = self.rig.new_disk("replacement", DISK_MIB)
@@ -242,11 +244,7 @@ class Raid1Member(StorageTest):
         self.assertFalse(self.guest.run(f"mdadm /dev/{self.MD} --re-add /dev/{b}").ok,
                          "--re-add accepted an empty replacement disk as the old member")
         self.guest.check(f"mdadm /dev/{self.MD} --add /dev/{b}")
-        array = self.wait_clean()
-        self.assertEqual((array.members, array.status), ({a: "", b: ""}, "[UU]"), f"after --add: {array}")
-        self.assert_mirrors_identical()
-        self.assertEqual((self.guest.read_sha256(self.MD, 0, 4096), self.guest.read_sha256(self.MD, 16384, 256)),
-                         (first, second), "the array's data after the full recovery")
+        self.assert_clean_with_data(first, second, "--add and the full recovery")
 
 
 class LvmVolume(StorageTest):
