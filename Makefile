@@ -81,7 +81,7 @@ lint: venv ## ruff, mypy and shellcheck (every shell script in the tree); fails 
 check-unit: venv ## the unit tests (tests/unit): no QEMU, no guest
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-check-series: venv ## checkpatch and QEMU's nvme and HMP qtests on the patched build (scripts/check-series.sh)
+check-series: venv ## checkpatch, QEMU's nvme and HMP qtests and the series' functional tests on the patched build (scripts/check-series.sh)
 	@qemu=$$(bash scripts/build-qemu.sh | tail -n 1) && bash scripts/check-series.sh "$$(dirname "$$qemu")"
 
 # The venv is made while QEMU and the guest build (a fresh machine's first result comes that much

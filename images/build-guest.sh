@@ -111,6 +111,9 @@ PACKAGES=(
   libtinfo6=6.4-4
   libselinux1=3.4-1+b6
   libpcre2-8-0=10.42-1
+  # udev (not started at boot: the persistent-names tests start it), for /dev/disk/by-id, by-path, by-uuid
+  udev=252.39-1~deb12u2
+  libacl1=2.3.1-3
 )
 # Kernel modules to ship (their dependencies are added), in the order /init loads them (it reads
 # /etc/guest-modules): the crc helpers first, so t10-pi/crc64-rocksoft need no request_module round
@@ -131,7 +134,10 @@ MODULES=(crc64_rocksoft_generic crct10dif_pclmul crct10dif_generic nvme-core nvm
 # personalities come through the kernel's request_module(), the tests modprobe the rest.
 STORAGE_MODULES=(md_mod raid1 dm_mod xfs)
 BINARIES=(usr/sbin/nvme usr/sbin/dropbear bin/kmod
-          sbin/mke2fs sbin/e2fsck sbin/mkfs.xfs sbin/xfs_repair sbin/mdadm sbin/lvm sbin/dmsetup)
+          sbin/mke2fs sbin/e2fsck sbin/mkfs.xfs sbin/xfs_repair sbin/mdadm sbin/lvm sbin/dmsetup bin/udevadm)
+# udev's rules for block devices only: the persistent names, and no rule that loads modules or
+# renames network interfaces (the guest must behave the same whether a test starts udevd or not).
+UDEV_RULES=(50-udev-default.rules 60-block.rules 60-persistent-storage.rules)
 # Other names of those binaries (what the tests type), as their packages link them.
 ALIASES=(sbin/mkfs.ext4:mke2fs sbin/fsck.ext4:e2fsck sbin/pvcreate:lvm sbin/pvs:lvm sbin/vgcreate:lvm
          sbin/vgchange:lvm sbin/vgs:lvm sbin/lvcreate:lvm sbin/lvs:lvm sbin/pvscan:lvm sbin/vgremove:lvm)
@@ -146,7 +152,7 @@ key_extra=(); [ "$GUEST_KERNEL" = bookworm ] || key_extra=("kernel=$GUEST_KERNEL
 # (pins, modules, embedded files) and RECIPE, not the script's text, so a fix to a message or a
 # comment does not cost a rebuild.
 RECIPE=2
-key=$( { printf '%s\n' "${PACKAGES[@]}" "${MODULES[@]}" "${STORAGE_MODULES[@]}" "${ALIASES[@]}" "compress=$COMPRESS" \
+key=$( { printf '%s\n' "${PACKAGES[@]}" "${MODULES[@]}" "${STORAGE_MODULES[@]}" "${ALIASES[@]}" "${UDEV_RULES[@]}" "compress=$COMPRESS" \
            "${key_extra[@]}" "recipe=$RECIPE"; cat "${EMBEDDED[@]}"; } | sha256_of_stdin)
 out="$CACHE_ROOT/guest/$key"
 if cache_intact "$out"; then
@@ -307,6 +313,8 @@ for b in "${BINARIES[@]}"; do copy_with_libs "$b"; done
 for a in "${ALIASES[@]}"; do ln -sf "${a#*:}" "$rootfs/${a%%:*}"; done
 install -D -m 0644 "$pkg/etc/mke2fs.conf" "$rootfs/etc/mke2fs.conf"   # ext4's defaults (else mke2fs warns, uses ext2's)
 install -D -m 0644 "$here/lvm.conf" "$rootfs/etc/lvm/lvm.conf"
+for r in "${UDEV_RULES[@]}"; do install -D -m 0644 "$pkg/lib/udev/rules.d/$r" "$rootfs/lib/udev/rules.d/$r"; done
+mkdir -p "$rootfs/lib/systemd" && ln -sf /bin/udevadm "$rootfs/lib/systemd/systemd-udevd"   # as the package links it
 copy_file "lib/$TRIPLET/$(basename "$LOADER")"
 mkdir -p "$rootfs/$(dirname "$LOADER")"
 [ -e "$rootfs/$LOADER" ] || ln -sf "/lib/$TRIPLET/$(basename "$LOADER")" "$rootfs/$LOADER"

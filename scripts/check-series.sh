@@ -5,10 +5,13 @@
 #   BUILD_DIR/../src (the layout scripts/build-qemu.sh makes: $CACHE_ROOT/qemu/<key>/{src,build}).
 # Checks, each with a one-line summary: checkpatch on every patch in patches/series (errors
 # fail, warnings are shown), our qtest nvme-hotplug-test, QEMU's nvme tests (part of qos-test)
-# and test-hmp (which runs every HMP command listed in it, drive_insert included).
+# and test-hmp (which runs every HMP command listed in it, drive_insert included), and the
+# functional tests (tests/functional) the series adds or changes, through QEMU's own meson test,
+# offline: their assets come from this machine's Debian mirror (nvme_hotswap/programs/functional_assets.py).
 # Only incremental ninja targets are built. Exit status: number of failed checks (0 = pass).
-# QTESTS="nvme-hotplug-test qos-test" runs only those qtests and no checkpatch (make
-# mutation-score judges each generated mutant with the qtests of its patch this way).
+# QTESTS="nvme-hotplug-test qos-test" runs only those checks and no checkpatch (make
+# mutation-score judges each generated mutant with the qtests of its patch this way; make review
+# runs a series' functional tests with QTESTS=functional).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -132,6 +135,46 @@ if only test-hmp; then
   run_qtest test-hmp tests/qtest/test-hmp
   if [ -n "$src" ] && [ -f "$logdir/test-hmp.log" ] && ! grep -q 'drive_insert' "$src/tests/qtest/test-hmp.c"; then
     result "test-hmp drive_insert" FAIL "test-hmp.c does not run drive_insert"
+  fi
+fi
+
+# --- functional tests the series brings ---------------------------------------------------------
+# A skipped test is not a pass: it counts as failed, with the framework's reason.
+if only functional && [ -n "$src" ]; then
+  arch=${TARGET_BIN#qemu-system-}
+  base=$(git -C "$src" log --format=%H --grep='^base: ' -n 1 2>/dev/null)
+  ftests=()
+  [ -z "$base" ] || mapfile -t ftests < <(git -C "$src" diff --name-only --diff-filter=AM "$base" HEAD -- \
+                                           "tests/functional/$arch/test_*.py" "tests/functional/generic/test_*.py")
+  if [ ${#ftests[@]} -eq 0 ]; then
+    log "functional: the series adds no test under tests/functional/{$arch,generic}"
+  elif ! ( cd "$build" && make check-venv ) >"$logdir/check-venv.log" 2>&1; then
+    result "functional" FAIL "QEMU's make check-venv failed (log: $logdir/check-venv.log)"
+  else
+    assets="$CACHE_ROOT/functional-assets"
+    ( cd "$top" && "${PY:-python3}" -m nvme_hotswap.programs.functional_assets --cache "$assets" \
+        --mirror "$(debian_archive_uri)" "${ftests[@]/#/$src/}" ) >"$logdir/assets.log" 2>&1 \
+      || log "functional: some assets are missing (see $logdir/assets.log): their tests skip"
+    for t in "${ftests[@]}"; do
+      dir=$(basename "$(dirname "$t")"); name=$(basename "$t" .py); name=${name#test_}
+      [ "$dir" = generic ] || [ "$dir" = "$arch" ] || continue
+      mt="func-$arch-$name" out="$logdir/$mt.log"
+      start=$(date +%s)
+      ( cd "$build" && QEMU_TEST_CACHE_DIR="$assets" QEMU_TEST_NO_DOWNLOAD=1 \
+          pyvenv/bin/meson test --setup thorough --no-rebuild --print-errorlogs "$mt" ) >"$out" 2>&1
+      rc=$? secs=$(( $(date +%s) - start ))
+      line=$(grep -E "^ *[0-9]+/[0-9]+ .* $mt +[A-Z]+" "$out" | tail -n 1)
+      status=$(sed -E "s/.* $mt +([A-Z]+).*/\1/" <<< "$line")
+      subtests=$(grep -oE '[0-9]+ subtests passed' <<< "$line")
+      tap="$build/meson-logs/testlog-thorough.txt"
+      skipped=$(grep -E '^ok [0-9]+ .*# SKIP' "$tap" 2>/dev/null | sed 's/.*# SKIP *//' | sort -u | head -n 3 | paste -sd ';')
+      if [ "$rc" -eq 0 ] && [ "$status" = OK ] && [ -z "$skipped" ]; then
+        result "$mt" ok "meson test --setup thorough $mt: ${subtests:-OK} in ${secs} s"
+      else
+        grep -E '^(not ok|ok .*SKIP)|Error|error:' "$out" "$tap" 2>/dev/null | tail -n 20 >&2
+        result "$mt" FAIL "${status:-no result}${skipped:+, skipped: $skipped} in ${secs} s (log: $out)"
+      fi
+    done
   fi
 fi
 

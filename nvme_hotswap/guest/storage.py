@@ -174,3 +174,43 @@ def parse_bitmap(text: str) -> tuple[int, int]:
 
 def bitmap(guest: Guest, member: str) -> tuple[int, int]:
     return parse_bitmap(guest.check(f"mdadm -X /dev/{member}"))
+
+
+# --- udev: the persistent names ----------------------------------------------------------------------
+UDEVD = "/lib/systemd/systemd-udevd"
+LINK_DIRS = ("by-id", "by-path", "by-uuid")
+#: every /dev/disk/by-{id,path,uuid} link as "<dir>/<name>\t<target>", once udev has handled all events
+_LINKS_SH = ("udevadm settle --timeout=60; for d in " + " ".join(LINK_DIRS) + "; do "
+             "for l in /dev/disk/$d/*; do [ -L \"$l\" ] && printf '%s/%s\\t%s\\n' $d \"${l##*/}\" "
+             "\"$(readlink -f \"$l\")\"; done; done; true")
+
+
+def start_udev(guest: Guest) -> None:
+    """Start udevd and replay the block devices' add events. The fast guest boots without udev (its
+    disks need none); storage software that tracks drives by name reads the links udev makes."""
+    guest.check(f"{UDEVD} --daemon && udevadm trigger --subsystem-match=block --action=add "
+                "&& udevadm settle --timeout=60", timeout=90)
+
+
+def parse_links(text: str) -> dict[str, str]:
+    """`_LINKS_SH`'s output: "by-id/nvme-..." -> "/dev/nvme2n1"."""
+    return dict(line.split("\t", 1) for line in text.splitlines() if "\t" in line)
+
+
+def disk_links(guest: Guest, disk: str) -> dict[str, str]:
+    """The by-id, by-path and by-uuid links that resolve to /dev/`disk` (link -> target)."""
+    return {k: v for k, v in parse_links(guest.check(_LINKS_SH, timeout=90)).items() if v == f"/dev/{disk}"}
+
+
+def reprobe(guest: Guest, disk: str) -> None:
+    """What an administrator types after a medium change the kernel did not announce: a change
+    event, so that udev reads the disk again (blkid: the file system's UUID)."""
+    guest.check(f"udevadm trigger --action=change /dev/{disk} && udevadm settle --timeout=60", timeout=90)
+
+
+def fs_uuid(guest: Guest, disk: str) -> str:
+    """The file system UUID on /dev/`disk`, read from the disk itself (udev's blkid, not its
+    database), "" if there is none."""
+    out = guest.run(f"udevadm test-builtin blkid /sys/class/block/{disk} 2>/dev/null").stdout
+    m = re.search(r"^ID_FS_UUID=(\S+)$", out, re.M)
+    return m.group(1) if m else ""

@@ -13,6 +13,7 @@ import dataclasses
 import errno
 import hashlib
 import os
+import subprocess
 from pathlib import Path
 
 ROOT_PORT_SLOT_BASE = 0x10
@@ -180,6 +181,15 @@ def create_image(path: Path, size_bytes: int, label: bytes) -> None:
     with open(path, "wb") as f:
         f.truncate(size_bytes)
         f.write(label.ljust(SECTOR, b"\0")[:SECTOR])
+
+
+def format_ext4(path: Path, uuid: str) -> None:
+    """An ext4 file system with UUID `uuid` over the whole image, made on the host (e2fsprogs is a
+    host dependency): a replacement disk that carries a file system of its own."""
+    r = subprocess.run(["mkfs.ext4", "-q", "-F", "-U", uuid, str(path)], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"mkfs.ext4 -U {uuid} {path} failed ({r.returncode}): {r.stderr.strip()}; "
+                           "install e2fsprogs (scripts/install-host-deps.sh)")
 
 
 def image_sha256(path: Path, offset_blocks: int, blocks: int, block: int = 4096) -> str:

@@ -8,12 +8,13 @@ only what changed, does the volume group still find its PV. docs/storage-stacks.
 stack did here, with the guest's own lines.
 """
 import hashlib
+import uuid
 from pathlib import Path
 
 from nvme_hotswap.guest import klog, storage
 from nvme_hotswap.guest.storage import FileWriter
 from nvme_hotswap.testcase import HotswapTest
-from nvme_hotswap.vm.topology import allocated_bytes, is_hole
+from nvme_hotswap.vm.topology import allocated_bytes, format_ext4, is_hole
 from nvme_hotswap.wait import wait_until
 
 MNT = "/mnt/swap"
@@ -276,6 +277,112 @@ class LvmVolume(StorageTest):
         self.guest.check(f"umount {MNT}")
         self.assert_fsck_clean("ext4", "vg0/lv0", "after the swap")
         self.guest.check("vgchange -q -an vg0")
+
+
+class PersistentNames(StorageTest):
+    """The /dev/disk/by-id, by-path and by-uuid links of nvme2n1, as udev makes them (started for
+    these tests: the fast guest boots without it). The namespace's identifiers (serial, UUID,
+    EUI-64) come from the device and its place from the PCI topology: a swap keeps their links; the
+    file system's UUID comes from the disk: it follows the medium.
+
+    :avocado: enable
+    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,storage,udev
+    """
+
+    def links_of(self, disk: str, serial: str) -> dict[str, str]:
+        """The disk's links, each kind present: by-id (one naming the controller's serial), by-path
+        and by-uuid (the UUID blkid reads from the disk)."""
+        links = storage.disk_links(self.guest, disk)
+        self.log.info("links of /dev/%s: %s", disk, links)
+        for kind in storage.LINK_DIRS:
+            self.assertTrue(any(k.startswith(kind + "/") for k in links), f"udev made no /dev/disk/{kind} link "
+                            f"for /dev/{disk}: {sorted(links)}")
+        self.assertTrue(any(k.startswith("by-id/") and serial in k for k in links),
+                        f"no by-id link of /dev/{disk} names its serial {serial}: {sorted(links)}")
+        return links
+
+    def make_ext4(self, disk: str) -> str:
+        """ext4 on /dev/`disk` (udev sees the write and reads it again); returns its UUID."""
+        storage.make_filesystem(self.guest, "ext4", disk, MNT)
+        self.guest.check(f"umount {MNT}")
+        fs_uuid = storage.fs_uuid(self.guest, disk)
+        self.assertTrue(fs_uuid, f"blkid finds no file system UUID on /dev/{disk} after mkfs.ext4")
+        return fs_uuid
+
+    @staticmethod
+    def kinds(links: dict[str, str], *kinds: str) -> dict[str, str]:
+        return {k: v for k, v in links.items() if k.split("/", 1)[0] in kinds}
+
+    def test_links_survive_swap(self) -> None:
+        """The same file comes back: every link of the disk is there again, unchanged, also after
+        udev reads the disk again.
+
+        :avocado: tags=needs:drive_insert
+        """
+        disk = self.rig.disk(2)
+        storage.start_udev(self.guest)
+        fs_uuid = self.make_ext4(disk)
+        self.guest.check(f"mount -o noatime /dev/{disk} {MNT}")   # held across the swap, as in production
+        before = self.links_of(disk, self.rig.ctrl(2).serial)
+        self.assertEqual(before.get(f"by-uuid/{fs_uuid}"), f"/dev/{disk}", f"by-uuid of {fs_uuid}: {before}")
+        self.swap_same_file()
+        self.assertEqual(storage.disk_links(self.guest, disk), before, "the links of the swapped drive changed")
+        storage.reprobe(self.guest, disk)
+        self.assertEqual(storage.disk_links(self.guest, disk), before,
+                         "the links of the swapped drive changed when udev read it again")
+        self.observe(f"persistent names of {disk} kept across the swap: {', '.join(sorted(before))}")
+
+    def test_replacement_disk(self) -> None:
+        """A replacement file carrying another file system: by-id and by-path (the device's) stay,
+        by-uuid names the new file system once udev reads the disk again, and no link keeps the
+        old file system's UUID on the disk.
+
+        :avocado: tags=needs:drive_insert
+        """
+        disk = self.rig.disk(2)
+        storage.start_udev(self.guest)
+        old_uuid = self.make_ext4(disk)
+        before = self.links_of(disk, self.rig.ctrl(2).serial)
+        new_uuid = str(uuid.uuid4())
+        fresh = self.rig.new_disk("replacement", DISK_MIB)
+        format_ext4(fresh, new_uuid)
+        self.swap_drive(2, fresh)
+        unannounced = storage.disk_links(self.guest, disk)
+        storage.reprobe(self.guest, disk)
+        after = storage.disk_links(self.guest, disk)
+        self.assertEqual(storage.fs_uuid(self.guest, disk), new_uuid,
+                         f"/dev/{disk} does not show the replacement's file system after the swap")
+        self.assertEqual(self.kinds(after, "by-id", "by-path"), self.kinds(before, "by-id", "by-path"),
+                         "the device's links (by-id, by-path) changed with the medium")
+        self.assertEqual(self.kinds(after, "by-uuid"), {f"by-uuid/{new_uuid}": f"/dev/{disk}"},
+                         f"by-uuid after the replacement (old file system {old_uuid}, new {new_uuid})")
+        self.observe(f"replacement: by-uuid {old_uuid} -> {new_uuid} after a change event; before it, udev "
+                     f"{'had already' if f'by-uuid/{new_uuid}' in unannounced else 'had not'} read the new medium "
+                     f"({sorted(self.kinds(unannounced, 'by-uuid'))})")
+
+    def test_links_survive_namespace_swap(self) -> None:
+        """A namespace plugged at run time, unplugged and plugged again with its NSID and file: its
+        links go with it and the same ones come back (Linux ignores the namespace identifiers of
+        QEMU's controller, NVME_QUIRK_BOGUS_NID: its by-id links name the controller's model and
+        serial and the NSID, which the plug keeps).
+
+        :avocado: tags=needs:nvme_ns_hotplug
+        """
+        storage.start_udev(self.guest)
+        image = self.rig.new_disk("hot", DISK_MIB)
+        hot = self.rig.ctrl(1).hot_namespace(nsid=2, image=image)
+        self.rig.plug_namespace(hot, image)
+        disk = self.rig.wait_for_namespace(1, 2).block
+        self.make_ext4(disk)
+        before = self.links_of(disk, self.rig.ctrl(1).serial)
+        self.rig.unplug_namespace(hot)
+        self.rig.wait_for_namespace_gone(1, 2)
+        self.assertEqual(storage.disk_links(self.guest, disk), {}, f"links of /dev/{disk} left after the unplug")
+        self.rig.plug_namespace(hot)
+        self.assertEqual(self.rig.wait_for_namespace(1, 2).block, disk, "the namespace came back under another name")
+        self.assertEqual(storage.disk_links(self.guest, disk), before,
+                         "the links of the namespace plugged again with its NSID and file changed")
+        self.observe(f"namespace-level swap: the links of {disk} gone while unplugged, then the same again")
 
 
 class DiscardReachesTheFile(StorageTest):

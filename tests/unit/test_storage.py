@@ -50,3 +50,19 @@ class Mounts(unittest.TestCase):
         assert m is not None
         self.assertEqual((m.fstype, m.writable), ("ext4", False))
         self.assertIsNone(storage.parse_mounts(text, "/mnt"))
+
+
+LINKS = """by-id/nvme-QEMU_NVMe_Ctrl_nvme2-serial_1\t/dev/nvme2n1
+by-id/nvme-uuid.0b5c1f3e-5d7a-4d8e-9a4b-3c2f1e0d9a8b\t/dev/nvme2n1
+by-id/nvme-QEMU_NVMe_Ctrl_nvme1-serial_1\t/dev/nvme1n1
+by-path/pci-0000:03:00.0-nvme-1\t/dev/nvme2n1
+by-uuid/6f1c0d2e-1a2b-4c3d-8e9f-0a1b2c3d4e5f\t/dev/nvme2n1
+"""
+
+
+class Links(unittest.TestCase):
+    def test_parse(self) -> None:
+        links = storage.parse_links(LINKS + "udevadm: some warning without a tab\n")
+        self.assertEqual(len(links), 5)
+        self.assertEqual(links["by-path/pci-0000:03:00.0-nvme-1"], "/dev/nvme2n1")
+        self.assertEqual(links["by-id/nvme-QEMU_NVMe_Ctrl_nvme1-serial_1"], "/dev/nvme1n1")
