@@ -14,7 +14,7 @@ from nvme_hotswap.vm.capabilities import Capabilities
 COVER = """From nobody Mon Sep 17 00:00:00 2001
 From: A Developer <dev@example.org>
 Date: Tue, 24 Nov 2026 16:00:00 +0000
-Subject: [PATCH 0/7] NVMe namespace hotplug and drive reconnection
+Subject: [PATCH 0/8] NVMe namespace hotplug and drive reconnection
 Message-Id: <cover.1@example.org>
 
 This series adds namespace hotplug and drive_insert.
@@ -43,13 +43,13 @@ class ReadSeries(unittest.TestCase):
     def test_an_mbox_thread_gives_order_ids_cover_and_base(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             s = series.read(str(mbox_of_our_series(Path(tmp))), Path(tmp, "work"))
-            self.assertEqual(s.total, 7)
-            self.assertEqual(s.subject, "[PATCH 0/7] NVMe namespace hotplug and drive reconnection")
+            self.assertEqual(s.total, 8)
+            self.assertEqual(s.subject, "[PATCH 0/8] NVMe namespace hotplug and drive reconnection")
             self.assertEqual(s.cover_message_id, "<cover.1@example.org>")
             self.assertEqual(s.base_hint, "base-commit: 0123456789abcdef0123456789abcdef01234567")
-            self.assertEqual([p.message_id for p in s.patches], [f"<patch.{n}@example.org>" for n in range(1, 8)])
+            self.assertEqual([p.message_id for p in s.patches], [f"<patch.{n}@example.org>" for n in range(1, 9)])
             self.assertEqual(s.patches[0].subject, "hw/nvme: add namespace hotplug support")
-            self.assertEqual(s.label(s.patches[1]), "2/7")
+            self.assertEqual(s.label(s.patches[1]), "2/8")
             quilt = s.quilt(Path(tmp, "q"), list(s.patches[:2]))
             self.assertEqual((quilt / "series").read_text().split(), ["0001.patch", "0002.patch"])
             self.assertIn("diff --git", (quilt / "0002.patch").read_text())
@@ -57,7 +57,7 @@ class ReadSeries(unittest.TestCase):
     def test_a_folder_of_format_patch_files_reads_as_the_same_series(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             s = series.read(str(ROOT / "patches"), Path(tmp))
-            self.assertEqual([p.number for p in s.patches], [1, 2, 3, 4, 5, 6, 7])
+            self.assertEqual([p.number for p in s.patches], [1, 2, 3, 4, 5, 6, 7, 8])
             self.assertEqual(s.cover_message_id, "")
 
     def test_what_cannot_be_read_is_named(self) -> None:
