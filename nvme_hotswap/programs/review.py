@@ -15,7 +15,10 @@
 5. Each test that fails with the series is bisected on its own over the prefixes (a cancel there,
    its capability not in yet, is not a failure) to name its first bad patch ("2/5"); the reply
    answers the earliest such patch's own message.
-6. REVIEW.md (the body) and REVIEW.eml (the draft) in the run folder. Tested-by (git config
+6. A series that adds or changes tests in QEMU's tests/functional has them run on its whole build
+   (scripts/check-series.sh with QTESTS=functional: meson test, offline); a failure or a skip is
+   a problem of the reply.
+7. REVIEW.md (the body) and REVIEW.eml (the draft) in the run folder. Tested-by (git config
    user.name/user.email) only when every test that applies to the series passed: a cancel for a
    capability the series does not provide, or for a reason outside it, does not block it.
 
@@ -25,6 +28,7 @@ the environment could not be used (nothing was tested).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import shutil
@@ -52,6 +56,8 @@ OPTIONAL = ("reconnect", "drive_insert_format")
 ENABLES = {"nvme_ns_hotplug": "nvme-ns hotplug", "reconnect_qmp": f"QMP {capabilities.RECONNECT_QMP_COMMAND}",
            "drive_insert": "HMP drive_insert"}
 SUITE_BOUND_S = 1800.0
+#: a mail's diff touching a functional test (QEMU's tests/functional/<arch or generic>/test_*.py)
+FUNCTIONAL_DIFF = re.compile(r"^diff --git a/tests/functional/[^/\s]+/test_[^/\s]+\.py ", re.M)
 
 
 @dataclasses.dataclass
@@ -160,6 +166,30 @@ def earns_trailer(cases: list[junit.Case], caps: Capabilities | None) -> bool:
     lacking = [r for n in (*NEEDS, *OPTIONAL) if (r := caps.missing(n)) is not None]
     return all(any(r in c.message for r in lacking) for c in cases
                if c.outcome == "skipped" and model.SERIES_MISSING in c.message)
+
+
+def functional(patches: list[Patch], binary: Path, folder: Path, log: Path) -> tuple[str, ...]:
+    """The series' own functional tests, run in the work tree that built `binary` (the whole series:
+    `folder`'s patches, no mutant). () when the series brings none."""
+    if not any(FUNCTIONAL_DIFF.search(p.mail.read_text(errors="replace")) for p in patches):
+        return ()
+    done = (binary.parent.parent / "DONE").read_text() if (binary.parent.parent / "DONE").exists() else ""
+    m = re.search(r"incremental=(\S+)", done)
+    if m is None:
+        return (f"not run: {binary} was not built in a work tree (no incremental= in its DONE)",)
+    tree = Path(m.group(1))
+    want = [hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in (folder / "series").read_text().split()]
+    have = [ln.split()[0] for ln in (tree / "applied").read_text().splitlines() if ln.strip()]
+    dirty = subprocess.run(["git", "-C", str(tree / "src"), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    if have != want or dirty:
+        return (f"not run: the work tree {tree} holds another build now (a mutant or another series); "
+                "run make review again",)
+    env = {**os.environ, "QTESTS": "functional", "PY": sys.executable}
+    rc, _ = run_logged(["bash", str(ROOT / "scripts" / "check-series.sh"), str(tree / "build")], env, log)
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
+             if ln.startswith("  ") and ln.strip().startswith(("func-", "functional"))]
+    return tuple(lines) or (f"not run: check-series ran no functional test (exit {rc}; log: {log})",)
 
 
 def bisect(cfg: RunConfig, prefixes: list[Prefix], failing: list[str], guest: Path, work: Path) -> dict[str, int]:
@@ -330,6 +360,12 @@ def review(cfg: RunConfig, s: Series, guest: Path, run: Path, work: Path, base_e
         print(f"review: {s.label(p)} {p.subject}: built in {time.monotonic() - t0:.0f} s; {cp}"
               + (f"; enables {steps[-1].enables}" if steps[-1].enables else ""), flush=True)
     series_bin = prefixes[-1].binary if prefixes else None
+    func: tuple[str, ...] = ()
+    if series_bin is not None and not broken:
+        func = functional(taken, series_bin, work / f"prefix-{prefixes[-1].patches[-1].number}",
+                          work / "functional.log")
+        for line in func:
+            print(f"review: functional: {line}", flush=True)
     print("review: the suite on the base", flush=True)
     base_cases = run_suite(cfg, base_bin, guest, work / "base")
     series_cases: list[junit.Case] = []
@@ -369,12 +405,12 @@ def review(cfg: RunConfig, s: Series, guest: Path, run: Path, work: Path, base_e
     r = reply.Review(s, base_what, tuple(env_lines), tuple(steps), rows, first_swap(proof.kernel_log) if proof else (),
                      tuple(f"{c.short_name}: {c.message.removeprefix('CANCEL: ')}" for c in series_cases
                            if c.outcome == "skipped"),
-                     failures, trailer, tuple(reproduce), time.monotonic() - start)
+                     failures, trailer, tuple(reproduce), time.monotonic() - start, func)
     quoted_mail = first_bad.mail if first_bad is not None else (work / "b4" / "series.cover")
     quoted = series_mod.quoted_text(quoted_mail if quoted_mail.exists() else s.patches[0].mail)
     (run / "REVIEW.md").write_text(reply.body(r))
     (run / "REVIEW.eml").write_bytes(bytes(reply.message(r, identity, quoted)))
-    problem = bool(failed) or broken or not series_cases
+    problem = bool(failed) or broken or not series_cases or reply.functional_failed(r)
     print("\n" + reply.body(r))
     if identity.startswith("Your Name"):
         print("review: git config user.name / user.email are not set: the draft's From and Tested-by say "

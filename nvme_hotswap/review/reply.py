@@ -55,6 +55,7 @@ class Review:
     tested_by: str | None         # "Tested-by: Name <email>" when the trailer is earned
     reproduce: tuple[str, ...]
     seconds: float
+    functional: tuple[str, ...] = ()   # the series' own functional tests: check-series' lines ("func-... ok ...")
 
 
 def wrap(text: str, indent: str = "", later: str | None = None) -> list[str]:
@@ -78,10 +79,16 @@ def command(text: str, indent: str = "  ") -> list[str]:
     return lines + [current]
 
 
+def functional_failed(r: Review) -> bool:
+    """A functional test of the series failed, skipped or could not run (check-series' FAIL)."""
+    return any(" FAIL " in f" {line} " or line.startswith("not run") for line in r.functional)
+
+
 def body(r: Review) -> str:
     s = r.series
     lines: list[str] = []
-    problem = bool(r.failures) or any(st.status not in ("applied", "skipped") for st in r.steps)
+    problem = (bool(r.failures) or any(st.status not in ("applied", "skipped") for st in r.steps)
+               or functional_failed(r))
     lines += wrap("I ran the nvme-hotswap-acceptance suite (a Linux guest in the patched QEMU, checked over SSH) "
                   "on this series, on its base and after every patch.")
     lines.append("")
@@ -114,6 +121,10 @@ def body(r: Review) -> str:
         lines += wrap(row.test, "  ")
         lines += wrap(f"base:   {row.base}", "    ", "            ")
         lines += wrap(f"series: {row.series}", "    ", "            ")
+    if r.functional:
+        lines += ["", "The series' own functional tests (tests/functional, QEMU's meson test, offline):"]
+        for line in r.functional:
+            lines += wrap(line, "  ", "    ")
     if r.kernel_log:
         lines += ["", "Guest kernel log of one hot-swap with the series:"]
         for line in r.kernel_log:

@@ -22,7 +22,8 @@ class CloudByIdLinks(HotswapTest):
     def guest_precondition(self) -> str | None:
         # Before anything is booted: the default (fast) run stays as fast as it was.
         if self.cfg.flavour != "cloud":
-            return "needs the cloud guest (GUEST=cloud): the fast guest has no udev"
+            return ("needs the cloud guest (GUEST=cloud), whose udev runs from boot; on the fast guest "
+                    "test_storage_stacks.PersistentNames checks the links")
         return None
 
     def byid_links(self, disk: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
 """make review's pure parts on recorded mail: reading a series with b4, the trailer rule, the reply's form."""
+import dataclasses
 import email
 import email.policy
 import tempfile
@@ -137,6 +138,27 @@ class Reply(unittest.TestCase):
         self.assertEqual(msg["Subject"], "Re: [PATCH v2 2/2] subject 2")
         self.assertEqual(msg["In-Reply-To"], "<p2@x>")
         self.assertEqual(msg["References"], "<cover@x> <p2@x>")
+
+    def test_the_series_functional_tests_are_reported_and_a_failure_withholds_the_trailer(self) -> None:
+        ok = ("func-x86_64-nvme_hotplug ok   meson test --setup thorough func-x86_64-nvme_hotplug: "
+              "2 subtests passed in 12 s",)
+        text = reply.body(dataclasses.replace(self.review_of(()), functional=ok))
+        self.assertIn("The series' own functional tests", text)
+        self.assertIn("2 subtests passed in 12 s", text)
+        self.assertTrue(text.rstrip().endswith("Tested-by: A Reviewer <r@example.org>"))
+        for bad in ("func-x86_64-nvme_hotplug FAIL ERROR in 25 s (log: x.log)",
+                    "not run: the work tree t holds another build now"):
+            text = reply.body(dataclasses.replace(self.review_of(()), functional=(bad,)))
+            self.assertNotIn("Tested-by", text, bad)
+
+    def test_a_diff_of_a_functional_test_is_recognised(self) -> None:
+        self.assertTrue(review.FUNCTIONAL_DIFF.search(
+            "x\ndiff --git a/tests/functional/x86_64/test_nvme_hotplug.py "
+            "b/tests/functional/x86_64/test_nvme_hotplug.py\n"))
+        self.assertIsNone(review.FUNCTIONAL_DIFF.search(
+            "diff --git a/tests/functional/qemu_test/asset.py b/tests/functional/qemu_test/asset.py\n"))
+        self.assertTrue(review.FUNCTIONAL_DIFF.search((ROOT / "patches" / "0008-tests-functional-add-NVMe-namespace"
+                                                       "-hotplug-and-driv.patch").read_text()))
 
 
 if __name__ == "__main__":
