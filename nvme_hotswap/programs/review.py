@@ -173,20 +173,25 @@ def functional(patches: list[Patch], binary: Path, folder: Path, log: Path) -> t
     `folder`'s patches, no mutant). () when the series brings none."""
     if not any(FUNCTIONAL_DIFF.search(p.mail.read_text(errors="replace")) for p in patches):
         return ()
-    done = (binary.parent.parent / "DONE").read_text() if (binary.parent.parent / "DONE").exists() else ""
-    m = re.search(r"incremental=(\S+)", done)
-    if m is None:
-        return (f"not run: {binary} was not built in a work tree (no incremental= in its DONE)",)
-    tree = Path(m.group(1))
-    want = [hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in (folder / "series").read_text().split()]
-    have = [ln.split()[0] for ln in (tree / "applied").read_text().splitlines() if ln.strip()]
-    dirty = subprocess.run(["git", "-C", str(tree / "src"), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, check=False).stdout.strip()
-    if have != want or dirty:
-        return (f"not run: the work tree {tree} holds another build now (a mutant or another series); "
-                "run make review again",)
+    entry = binary.parent.parent
+    if (entry / "build" / "build.ninja").exists() and (entry / "src").is_dir():
+        build_dir = entry / "build"      # a full build of exactly these patches (cached under their key)
+    else:
+        done = (entry / "DONE").read_text() if (entry / "DONE").exists() else ""
+        m = re.search(r"incremental=(\S+)", done)
+        if m is None:
+            return (f"not run: {binary} has neither its build tree nor a work tree (no incremental= in its DONE)",)
+        tree = Path(m.group(1))
+        want = [hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in (folder / "series").read_text().split()]
+        have = [ln.split()[0] for ln in (tree / "applied").read_text().splitlines() if ln.strip()]
+        dirty = subprocess.run(["git", "-C", str(tree / "src"), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=False).stdout.strip()
+        if have != want or dirty:
+            return (f"not run: the work tree {tree} holds another build now (a mutant or another series); "
+                    "run make review again",)
+        build_dir = tree / "build"
     env = {**os.environ, "QTESTS": "functional", "PY": sys.executable}
-    rc, _ = run_logged(["bash", str(ROOT / "scripts" / "check-series.sh"), str(tree / "build")], env, log)
+    rc, _ = run_logged(["bash", str(ROOT / "scripts" / "check-series.sh"), str(build_dir)], env, log)
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
              if ln.startswith("  ") and ln.strip().startswith(("func-", "functional"))]
     return tuple(lines) or (f"not run: check-series ran no functional test (exit {rc}; log: {log})",)
