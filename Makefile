@@ -104,10 +104,10 @@ evidence: venv ## the evidence report of the latest run again (results/latest)
 # Builds each patches/mutants/<name>.diff on top of the series (cached) and runs the series
 # scenarios against it; fails unless every mutant is caught (docs/mutation.md).
 check-mutants: venv ## mutation check: every broken variant in patches/mutants/ must fail a scenario
-	$(PY) -m nvme_hotswap.programs.mutation
+	$(PY) -m nvme_hotswap.mutation.check
 
 mutation-score: venv ## generated mutants of every C line the series adds (MUTATION_SAMPLE=N per patch): killed / judged
-	@$(RESOLVE_PRODUCTS) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.mutation_score
+	@$(RESOLVE_PRODUCTS) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.mutation.score
 
 # lint first: it is the cheapest.
 check: lint check-unit check-series check-acceptance check-mutants ## the project's own tests: lint, unit tests, the series' QEMU tests, acceptance, mutants
@@ -150,13 +150,13 @@ review: venv ## SERIES=<mbox|format-patch folder|base..tip in QEMU_SRC|Message-I
 	@$(PY) -m nvme_hotswap.programs.review
 
 soak: venv ## SOAK_CYCLES (100) hot-swap cycles of each sequence on one guest: names, data, RSS, fds
-	@$(RESOLVE_PRODUCTS) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.soak
+	@$(RESOLVE_PRODUCTS) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.longrun.soak
 
 fuzz: venv ## seeded random monitor sequences under guest I/O: QEMU must answer all, never abort
-	@$(RESOLVE_PRODUCTS) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.fuzz
+	@$(RESOLVE_PRODUCTS) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.longrun.fuzz
 
 bench: venv ## speed figures against their targets (docs/benchmarks.md)
-	@bash scripts/install-host-deps.sh bench && $(RESOLVE_PRODUCTS) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.programs.bench
+	@bash scripts/install-host-deps.sh bench && $(RESOLVE_PRODUCTS) && QEMU="$$qemu" GUEST_DIR="$$guest" $(PY) -m nvme_hotswap.longrun.bench
 
 clean: ## remove the venv, results/, *.egg-info and gitlab-ci-local's state (the build caches and ci-local's history stay)
 	rm -rf $(VENV) results *.egg-info .gitlab-ci-local

@@ -17,7 +17,10 @@
   preflight.py  the environment checked once before anything boots (QEMU, guest, results, ACCEL=kvm)
   basetest.py  SuiteTest: what every acceptance test has (artifacts, cancels, needs: tags, one report)
   testcase.py  HotswapTest, the base class of the guest-level tests: boot, tear-down checks, assertions
-  programs/  make soak, fuzz, bench, nightly, review, check-mutants, mutation-score and boot variants,
-             their process helper (proc), the key a mutant's verdict is kept under (suite_key) and
-             virtme-ng booted beside our guest for bench (vng); the library never imports them
+  mutation/  make check-mutants (check), make mutation-score (score), the key a mutant's verdict is
+             kept under (suite_key)
+  longrun/   make soak, fuzz, bench (with virtme-ng booted beside our guest: vng) and boot variants
+  programs/  make nightly, review, ci-local, the functional tests' assets (functional_assets) and
+             the child-process helper every program uses (proc); none of the three is imported
+             by the library
 """

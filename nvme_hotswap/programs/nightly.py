@@ -168,7 +168,7 @@ def run_cell(name: str, folder: Path, env: dict[str, str], pytest_args: list[str
 
 def run_mutants(folder: Path, env: dict[str, str]) -> dict[str, object]:
     folder.mkdir(parents=True, exist_ok=True)
-    rc, _ = run_logged([sys.executable, "-m", "nvme_hotswap.programs.mutation"], {**env, "RESULTS_DIR": str(folder)},
+    rc, _ = run_logged([sys.executable, "-m", "nvme_hotswap.mutation.check"], {**env, "RESULTS_DIR": str(folder)},
                        folder / "mutation.log")
     table = folder / "latest" / "mutation.json"
     rows = json.loads(table.read_text()) if table.is_file() else []
@@ -180,7 +180,7 @@ def run_mutants(folder: Path, env: dict[str, str]) -> dict[str, object]:
 def run_mutation_score(folder: Path, env: dict[str, str]) -> dict[str, dict[str, int]]:
     """Generated mutants: per patch, how many were judged and killed (mutation-score.json)."""
     folder.mkdir(parents=True, exist_ok=True)
-    run_logged([sys.executable, "-m", "nvme_hotswap.programs.mutation_score"], {**env, "RESULTS_DIR": str(folder)},
+    run_logged([sys.executable, "-m", "nvme_hotswap.mutation.score"], {**env, "RESULTS_DIR": str(folder)},
                folder / "mutation-score.log", bound=24 * 3600.0)
     record = folder / "latest" / "mutation-score.json"
     mutants = json.loads(record.read_text())["mutants"] if record.is_file() else []

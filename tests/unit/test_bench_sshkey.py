@@ -11,7 +11,7 @@ from unittest import mock
 
 from nvme_hotswap import config
 from nvme_hotswap.guest import sshkey
-from nvme_hotswap.programs import bench, vng
+from nvme_hotswap.longrun import bench, vng
 
 
 class EditedSeries(unittest.TestCase):

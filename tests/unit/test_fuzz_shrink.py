@@ -5,7 +5,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from nvme_hotswap.programs import fuzz
+from nvme_hotswap.longrun import fuzz
 
 
 def counting(predicate):  # type: ignore[no-untyped-def]

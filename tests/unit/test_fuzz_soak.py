@@ -1,7 +1,7 @@
 """The fuzz generator and the soak's bounds, without QEMU."""
 import unittest
 
-from nvme_hotswap.programs import fuzz, soak
+from nvme_hotswap.longrun import fuzz, soak
 
 
 class Generator(unittest.TestCase):

@@ -6,7 +6,8 @@ import unittest
 from pathlib import Path
 from unittest import mock
 
-from nvme_hotswap.programs import mutation, suite_key
+from nvme_hotswap.mutation import check as mutation
+from nvme_hotswap.mutation import suite_key
 
 KILLED: mutation.Row = {**mutation.new_row("m", "breaks it"), "tests_run": 1, "failed": 1,
                         "first_failure": "A.test_x: boom", "killed": True}

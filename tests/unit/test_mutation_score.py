@@ -5,7 +5,7 @@ import unittest
 from pathlib import Path
 
 from nvme_hotswap.config import ROOT
-from nvme_hotswap.programs import mutation_score as ms
+from nvme_hotswap.mutation import score as ms
 
 PATCH = """diff --git a/hw/nvme/ctrl.c b/hw/nvme/ctrl.c
 --- a/hw/nvme/ctrl.c
@@ -183,7 +183,7 @@ class CheckMutantsLayers(unittest.TestCase):
     """make check-mutants names the layer that killed a mutant, from its kept killer too."""
 
     def test_layer_of_a_kept_killer(self) -> None:
-        from nvme_hotswap.programs import mutation
+        from nvme_hotswap.mutation import check as mutation
         self.assertEqual(mutation.layer_of("qtest:nvme-hotplug-test"), "qtest")
         self.assertEqual(mutation.layer_of("tests/acceptance/test_reconnect_contract.py::ReconnectContract::test_x"),
                          "device")
@@ -191,13 +191,13 @@ class CheckMutantsLayers(unittest.TestCase):
 
     def test_device_files_are_the_device_tests(self) -> None:
         """Every file listed as device level exists and holds DeviceTest classes, and no other does."""
-        from nvme_hotswap.programs import mutation
+        from nvme_hotswap.mutation import check as mutation
         device = {str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "acceptance").glob("test_*.py")
                   if "(DeviceTest)" in p.read_text()}
         self.assertEqual(set(mutation.DEVICE_FILES), device)
 
     def test_series_qtests_are_what_the_build_carries(self) -> None:
-        from nvme_hotswap.programs import mutation
+        from nvme_hotswap.mutation import check as mutation
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "tests" / "qtest").mkdir(parents=True)
             binary = Path(tmp) / "qemu-system-x86_64"

@@ -12,7 +12,7 @@ Figures (seconds):
                         guest's own uptime at "sshd ready" (a noisy host stretches both)
   vng_vs_suite_boot_ratio  the same Debian kernel booted by virtme-ng to its first command (whole
                         process, Debian's qemu-system-x86_64, TCG) over the suite's boot, BENCH_VNG
-                        (default 5) pairs alternating; 0 skips it (programs/vng.py)
+                        (default 5) pairs alternating; 0 skips it (longrun/vng.py)
   aer_recovery_s        after drive_del + drive_insert on controller 2: pcie_aer_inject_error SDN at its
                         root port to the first successful O_DIRECT read of its disk in the guest
                         (median of BENCH_SWAPS, 5)
@@ -32,7 +32,7 @@ Figures (seconds):
   cloud_vs_fast_boot_ratio  median boot to SSH of the cloud-style guest (GUEST=cloud, BENCH_CLOUD_BOOTS,
                         default 5) over the fast guest's median (BENCH_CLOUD=0 skips it)
 Each figure with repeats is reported as median, min and max. Targets are printed beside
-the figures. Speed targets live here, never in timed tests. `python -m nvme_hotswap.programs.bench
+the figures. Speed targets live here, never in timed tests. `python -m nvme_hotswap.longrun.bench
 results/<run>/bench.json` prints the table of an earlier run again.
 """
 from __future__ import annotations
@@ -163,7 +163,7 @@ def boot_figure(boots: list[Boot]) -> dict[str, object]:
 
 
 def vng_comparison(cfg: RunConfig, choice: accel.AccelChoice, folder: Path, pairs: int) -> dict[str, object]:
-    """The same kernel booted by virtme-ng and by the suite, `pairs` alternating pairs (programs/vng.py)."""
+    """The same kernel booted by virtme-ng and by the suite, `pairs` alternating pairs (longrun/vng.py)."""
     why = vng.problem()
     if why:
         return {"vng_vs_suite_boot_ratio": None, "vng_note": f"virtme-ng not run: {why}"}

@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import NotRequired, TypedDict
 
 from ..config import ROOT, RunConfig
+from ..programs.proc import end_children, run_logged, sigterm_as_interrupt
 from ..report import junit, results
-from .proc import end_children, run_logged, sigterm_as_interrupt
 from .suite_key import KeptStore, suite_key
 
 MUTANTS_DIR = ROOT / "patches" / "mutants"

@@ -6,7 +6,7 @@ plus the guest's own uptime when /init printed its "sshd ready" line (bench.boot
 time a boot). A variant is
 NAME=GUEST_KERNEL[/GUEST_COMPRESS][+kernel args][@firmware file], e.g.
 
-    .venv/bin/python -m nvme_hotswap.programs.boot_variants generic=bookworm cloud=bookworm-cloud \\
+    .venv/bin/python -m nvme_hotswap.longrun.boot_variants generic=bookworm cloud=bookworm-cloud \\
         'cloud-norodata=bookworm-cloud+rodata=off' cloud-seabios=bookworm-cloud@bios-256k.bin
 
 QEMU comes from $QEMU (else the cached build); each variant's guest from images/build-guest.sh, and

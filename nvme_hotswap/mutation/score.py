@@ -59,8 +59,8 @@ import time
 from pathlib import Path
 
 from ..config import ROOT, RunConfig
+from ..programs.proc import run_logged, sigterm_as_interrupt
 from ..report import junit, results
-from .proc import run_logged, sigterm_as_interrupt
 from .suite_key import KeptStore, suite_key
 
 PATCH_TESTS = {   # patch number -> (pytest -m selection, qtests)
