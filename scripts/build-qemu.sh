@@ -93,7 +93,9 @@ out="$CACHE_ROOT/qemu/$key"
 mkdir -p "$CACHE_ROOT/qemu"
 exec 9>"$out.lock"
 flock -n 9 || { log "another build of $key is running; waiting for it"; flock 9; }
-if cache_intact "$out"; then
+# QEMU_REBUILD=1 with QEMU_INCREMENTAL=1: build the variant in the work tree even when its binary is
+# cached, so that the tree holds it (make review runs a series' functional tests there).
+if [ "${QEMU_REBUILD:-0}" != 1 ] && cache_intact "$out"; then
   log "cached build $key ($source_id, ${#patch_files[@]} patches${MUTANT:+, mutant $MUTANT})"
   echo "$out/build/$binary_name"
   exit 0

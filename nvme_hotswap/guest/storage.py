@@ -180,7 +180,9 @@ def bitmap(guest: Guest, member: str) -> tuple[int, int]:
 UDEVD = "/lib/systemd/systemd-udevd"
 LINK_DIRS = ("by-id", "by-path", "by-uuid")
 #: every /dev/disk/by-{id,path,uuid} link as "<dir>/<name>\t<target>", once udev has handled all events
-_LINKS_SH = ("udevadm settle --timeout=60; for d in " + " ".join(LINK_DIRS) + "; do "
+#: (fails if udevd is not running or does not settle: stale links must not pass for unchanged ones)
+_LINKS_SH = ("udevadm control --ping && udevadm settle --timeout=60 || exit 1; "
+             "for d in " + " ".join(LINK_DIRS) + "; do "
              "for l in /dev/disk/$d/*; do [ -L \"$l\" ] && printf '%s/%s\\t%s\\n' $d \"${l##*/}\" "
              "\"$(readlink -f \"$l\")\"; done; done; true")
 

@@ -6,7 +6,7 @@ host, so an asset whose URL names a file of a Debian pool (deb.debian.org, snaps
 any mirror: `.../pool/<component>/...`) is fetched from the same pool path on the mirror in the
 machine's own apt configuration; it goes in only if its sha256 is the one the test declares,
 which proves it is the file the URL serves. Any other asset is reported as missing (the test
-then skips on it, and scripts/check-functional.sh says so).
+then skips on it, and scripts/check-series.sh counts the skip as a failure).
 
 Usage: python -m nvme_hotswap.programs.functional_assets --cache DIR --mirror URI TEST.py...
 Exit status: 0 when every asset is in the cache, 1 otherwise; one line per asset.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import http.client
 import re
 import sys
 import tempfile
@@ -74,9 +75,9 @@ def provide(asset: Asset, download: Path, mirror: str) -> str:
             with urllib.request.urlopen(url, timeout=120) as r:
                 while block := r.read(1 << 20):
                     tmp.write(block)
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:   # refused, cut short, not found
             part.unlink()
-            raise RuntimeError(f"{url}: {exc}") from exc
+            raise RuntimeError(f"{url}: {exc!r}") from exc
     got = sha256_of(part)
     if got != asset.sha256:
         part.unlink()

@@ -16,8 +16,9 @@
    its capability not in yet, is not a failure) to name its first bad patch ("2/5"); the reply
    answers the earliest such patch's own message.
 6. A series that adds or changes tests in QEMU's tests/functional has them run on its whole build
-   (scripts/check-series.sh with QTESTS=functional: meson test, offline); a failure or a skip is
-   a problem of the reply.
+   (scripts/check-series.sh with QTESTS=functional: meson test, offline); a test that ran and
+   failed is a problem of the reply, one that could not run here (a missing asset) is listed as
+   not run.
 7. REVIEW.md (the body) and REVIEW.eml (the draft) in the run folder. Tested-by (git config
    user.name/user.email) only when every test that applies to the series passed: a cancel for a
    capability the series does not provide, or for a reason outside it, does not block it.
@@ -168,7 +169,17 @@ def earns_trailer(cases: list[junit.Case], caps: Capabilities | None) -> bool:
                if c.outcome == "skipped" and model.SERIES_MISSING in c.message)
 
 
-def functional(patches: list[Patch], binary: Path, folder: Path, log: Path) -> tuple[str, ...]:
+def holds(tree: Path, folder: Path) -> bool:
+    """Whether the work tree holds exactly `folder`'s patches and no mutant."""
+    want = [hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in (folder / "series").read_text().split()]
+    have = [ln.split()[0] for ln in (tree / "applied").read_text().splitlines() if ln.strip()]
+    dirty = subprocess.run(["git", "-C", str(tree / "src"), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return have == want and not dirty
+
+
+def functional(patches: list[Patch], binary: Path, folder: Path, log: Path,
+               base_env: dict[str, str] | None = None) -> tuple[str, ...]:
     """The series' own functional tests, run in the work tree that built `binary` (the whole series:
     `folder`'s patches, no mutant). () when the series brings none."""
     if not any(FUNCTIONAL_DIFF.search(p.mail.read_text(errors="replace")) for p in patches):
@@ -182,16 +193,20 @@ def functional(patches: list[Patch], binary: Path, folder: Path, log: Path) -> t
         if m is None:
             return (f"not run: {binary} has neither its build tree nor a work tree (no incremental= in its DONE)",)
         tree = Path(m.group(1))
-        want = [hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in (folder / "series").read_text().split()]
-        have = [ln.split()[0] for ln in (tree / "applied").read_text().splitlines() if ln.strip()]
-        dirty = subprocess.run(["git", "-C", str(tree / "src"), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=False).stdout.strip()
-        if have != want or dirty:
-            return (f"not run: the work tree {tree} holds another build now (a mutant or another series); "
-                    "run make review again",)
+        if not holds(tree, folder):
+            # the binary came from the cache and the tree moved on (a mutant, another series): build
+            # the series there again
+            env = {**(base_env or os.environ), "PATCHES": str(folder), "QEMU_INCREMENTAL": "1",
+                   "QEMU_REBUILD": "1", "TARGET_BIN": binary.name}
+            rebuilt, why = build(env, log.with_name("functional-build.log"))
+            if rebuilt is None or not holds(tree, folder):
+                return (f"not run: the work tree {tree} could not be brought to the series: "
+                        f"{why or 'it holds another build'}",)
         build_dir = tree / "build"
-    env = {**os.environ, "QTESTS": "functional", "PY": sys.executable}
-    rc, _ = run_logged(["bash", str(ROOT / "scripts" / "check-series.sh"), str(build_dir)], env, log)
+    env = {**os.environ, "QTESTS": "functional", "PY": sys.executable, "TARGET_BIN": binary.name}
+    # under the work tree's lock: a build (another review, check-mutants) must not change it meanwhile
+    rc, _ = run_logged(["flock", f"{build_dir.parent}.lock", "bash", str(ROOT / "scripts" / "check-series.sh"),
+                        str(build_dir)], env, log)
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
              if ln.startswith("  ") and ln.strip().startswith(("func-", "functional"))]
     return tuple(lines) or (f"not run: check-series ran no functional test (exit {rc}; log: {log})",)
@@ -368,7 +383,7 @@ def review(cfg: RunConfig, s: Series, guest: Path, run: Path, work: Path, base_e
     func: tuple[str, ...] = ()
     if series_bin is not None and not broken:
         func = functional(taken, series_bin, work / f"prefix-{prefixes[-1].patches[-1].number}",
-                          work / "functional.log")
+                          work / "functional.log", base_env)
         for line in func:
             print(f"review: functional: {line}", flush=True)
     print("review: the suite on the base", flush=True)

@@ -146,10 +146,17 @@ class Reply(unittest.TestCase):
         self.assertIn("The series' own functional tests", text)
         self.assertIn("2 subtests passed in 12 s", text)
         self.assertTrue(text.rstrip().endswith("Tested-by: A Reviewer <r@example.org>"))
-        for bad in ("func-x86_64-nvme_hotplug FAIL ERROR in 25 s (log: x.log)",
-                    "not run: the work tree t holds another build now"):
-            text = reply.body(dataclasses.replace(self.review_of(()), functional=(bad,)))
-            self.assertNotIn("Tested-by", text, bad)
+        text = reply.body(dataclasses.replace(self.review_of(()),
+                                              functional=("func-x86_64-nvme_hotplug FAIL ERROR in 25 s (log: x.log)",)))
+        self.assertNotIn("Tested-by", text)
+        self.assertIn("To reproduce:", text)
+        # could not be run here: shown, no verdict on the series
+        for untested in ("not run: the work tree t could not be brought to the series: x",
+                         "func-x86_64-nvme_hotplug FAIL OK, skipped: missing asset in 3 s (log: x.log)",
+                         "functional FAIL QEMU's make check-venv failed (log: x.log)"):
+            text = reply.body(dataclasses.replace(self.review_of(()), functional=(untested,)))
+            self.assertIn(untested.split(" (log")[0], " ".join(text.split()))
+            self.assertTrue(text.rstrip().endswith("Tested-by: A Reviewer <r@example.org>"), untested)
 
     def test_a_diff_of_a_functional_test_is_recognised(self) -> None:
         self.assertTrue(review.FUNCTIONAL_DIFF.search(
