@@ -133,6 +133,8 @@ MODULES=(crc64_rocksoft_generic crct10dif_pclmul crct10dif_generic nvme-core nvm
 # The storage stacks' modules ship but are not loaded at boot (nothing else needs them): md's
 # personalities come through the kernel's request_module(), the tests modprobe the rest.
 STORAGE_MODULES=(md_mod raid1 dm_mod xfs)
+# The cloud kernels build ext4 in; Debian's generic kernel (arm64's) has it as a module.
+[ "$GUEST_KERNEL" != bookworm ] || STORAGE_MODULES+=(ext4)
 BINARIES=(usr/sbin/nvme usr/sbin/dropbear bin/kmod
           sbin/mke2fs sbin/e2fsck sbin/mkfs.xfs sbin/xfs_repair sbin/mdadm sbin/lvm sbin/dmsetup bin/udevadm)
 # udev's rules for block devices only: the persistent names, and no rule that loads modules or

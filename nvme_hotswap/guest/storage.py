@@ -13,7 +13,8 @@ from ..wait import wait_until
 from .ssh import Guest
 
 MODPROBE = "/usr/lib/nvme-hotswap/kmod/modprobe"   # kmod's, by full path (images/build-guest.sh)
-FS_MODULES = {"ext4": (), "xfs": ("xfs",)}
+#: a module each file system needs where the kernel does not build it in (modprobe of a built-in one is a no-op)
+FS_MODULES = {"ext4": ("ext4",), "xfs": ("xfs",)}
 MKFS = {"ext4": "mkfs.ext4 -q -F", "xfs": "mkfs.xfs -q -f"}
 #: read-only consistency checks; exit status 0 means clean (e2fsck -n: 4 "errors left uncorrected")
 FSCK = {"ext4": "e2fsck -fn", "xfs": "xfs_repair -n"}

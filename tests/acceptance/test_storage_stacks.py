@@ -24,7 +24,7 @@ DISK_MIB = 512          # XFS wants 300 MiB at least; the files are sparse
 class StorageTest(HotswapTest):
     """The swapped drive is nvme2's; nvme1 is the second disk where a stack needs two.
 
-    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,storage,needs:drive_insert
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer,storage,needs:drive_insert
     """
 
     disk_mib = DISK_MIB
@@ -48,7 +48,7 @@ class MountedFilesystem(StorageTest):
     """ext4 and XFS on nvme2n1, mounted across the swap.
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,storage,needs:drive_insert
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer,storage,needs:drive_insert
     """
 
     def idle(self, fs: str) -> None:
@@ -132,7 +132,7 @@ class Raid1Member(StorageTest):
     """md RAID1 (metadata 1.2, internal write-intent bitmap) over nvme1n1 and nvme2n1.
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,storage,md
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer,storage,md
     """
 
     MD = "md0"
@@ -252,13 +252,13 @@ class LvmVolume(StorageTest):
     """A volume group on nvme2n1, a logical volume with ext4 mounted across the swap.
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,storage,lvm,needs:drive_insert
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer,storage,lvm,needs:drive_insert
     """
 
     def test_volume_stays_active(self) -> None:
         """The PV is found under the same name, the LV stays active and mounted, data intact."""
         disk = self.rig.disk(2)
-        storage.modprobe(self.guest, "dm_mod")
+        storage.modprobe(self.guest, "dm_mod", *storage.FS_MODULES["ext4"])
         self.guest.check(f"pvcreate -q /dev/{disk} && vgcreate -q vg0 /dev/{disk} && lvcreate -q -L 128M -n lv0 vg0")
         self.guest.check(f"mkfs.ext4 -q /dev/vg0/lv0 && mkdir -p {MNT} && mount -o noatime /dev/vg0/lv0 {MNT}")
         files = storage.write_files(self.guest, MNT, "f", 4)
@@ -287,7 +287,7 @@ class PersistentNames(StorageTest):
     comes from the file system on the disk: it follows the medium.
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,storage,udev
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer,storage,udev
     """
 
     def links_of(self, disk: str, serial: str) -> dict[str, str]:
@@ -392,7 +392,8 @@ class DiscardReachesTheFile(StorageTest):
     in the guest deallocate the range of the backing file.
 
     :avocado: enable
-    :avocado: tags=arch:x86_64,machine:q35,nvme,aer,storage,discard,needs:drive_insert,needs:nvme_ns_hotplug
+    :avocado: tags=arch:x86_64,arch:aarch64,machine:q35,machine:virt,nvme,aer,storage,discard
+    :avocado: tags=needs:drive_insert,needs:nvme_ns_hotplug
     """
 
     discard = True
